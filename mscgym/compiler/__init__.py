@@ -1,0 +1,21 @@
+"""The multi-system compiler: MSCGraph IR, translators to and from TVM Relax, codegen."""
+
+from mscgym.compiler.errors import GraphError, GraphFormatError, MSCError, UnsupportedOpError
+from mscgym.compiler.graph import MSCGraph, MSCNode, MSCTensor
+from mscgym.compiler.graph_translator import from_onnx, from_relax, from_torch, to_relax
+from mscgym.compiler.normalize import normalize
+
+__all__ = [
+    "GraphError",
+    "GraphFormatError",
+    "MSCError",
+    "MSCGraph",
+    "MSCNode",
+    "MSCTensor",
+    "UnsupportedOpError",
+    "from_onnx",
+    "from_relax",
+    "from_torch",
+    "normalize",
+    "to_relax",
+]

@@ -1,0 +1,469 @@
+"""Translate between TVM Relax and MSCGraph, and bring torch / ONNX models in through Relax.
+
+``from_relax`` normalizes the module (see :mod:`mscgym.compiler.normalize`) and turns
+each binding of the entry function into a node, grouping the layer patterns tools
+reason about (conv2d + bias, dense + bias, eval batch norm) into single nodes.
+``to_relax`` emits exactly the normalized bindings again, so the round trip is
+structurally equal to the normalized input.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+import tvm
+import tvm_ffi
+from tvm import relax
+
+from mscgym.compiler.errors import GraphError, UnsupportedOpError
+from mscgym.compiler.graph import MSCGraph, MSCNode, MSCTensor
+from mscgym.compiler.normalize import ParamValue, const_name, const_value, named_const, normalize
+from mscgym.compiler.ops import SUPPORTED_OPS, weight_role
+from mscgym.compiler.relax_codec import (
+    SymbolTable,
+    decode_prim,
+    encode_attrs,
+    encode_prim,
+    encode_shape,
+    is_prim,
+    make_attrs,
+)
+
+Params = dict[str, np.ndarray]
+
+_PARAM_SUFFIXES = ("weight", "bias", "running_mean", "running_var", "gamma", "beta")
+
+
+# --------------------------------------------------------------------------------------
+# Relax -> MSCGraph
+# --------------------------------------------------------------------------------------
+class _GraphBuilder:
+    """Walks the bindings of one normalized Relax function and collects nodes."""
+
+    def __init__(self, func: relax.Function, graph_name: str) -> None:
+        self.func = func
+        self.graph_name = graph_name
+        self.nodes: list[MSCNode] = []
+        self.params: Params = {}
+        self.tensor_of: dict[Any, str] = {}
+        self.names: set[str] = set()
+        self.input_names: list[str] = []
+
+    # -- naming -----------------------------------------------------------------------
+    def _unique(self, base: str) -> str:
+        name, index = base, 1
+        while name in self.names:
+            name, index = f"{base}_{index}", index + 1
+        self.names.add(name)
+        return name
+
+    def _node_name(self, optype: str, inputs: list[str], source: str | None) -> str:
+        if source:
+            head, _, tail = source.rpartition(".")
+            base = head if head and tail in _PARAM_SUFFIXES else source
+            return self._unique(base)
+        short = optype.rsplit(".", 1)[-1].replace("msc.", "")
+        scope = ""
+        if inputs:
+            producer = next(n for n in self.nodes if any(t.name == inputs[0] for t in n.outputs))
+            scope = producer.scope if producer.optype != "input" else ""
+        return self._unique(f"{scope}.{short}" if scope else short)
+
+    # -- helpers ----------------------------------------------------------------------
+    def _tensor(self, name: str, ty: Any, where: str, layout: str = "") -> MSCTensor:
+        if not isinstance(ty, relax.TensorType) or ty.shape is None:
+            raise GraphError(f"{where}: expected a tensor of known rank, got {ty}")
+        return MSCTensor(name, str(ty.dtype), encode_shape(ty.shape, where), layout)
+
+    def _input_ref(self, var: relax.Var, where: str) -> str:
+        if var not in self.tensor_of:
+            raise UnsupportedOpError(f"value {var.name} of non-tensor type", where)
+        return self.tensor_of[var]
+
+    def _add_node(
+        self,
+        optype: str,
+        var: relax.Var,
+        inputs: list[str],
+        args: list[dict[str, Any]],
+        attrs: tuple[dict[str, Any], str],
+        weights: list[tuple[str, np.ndarray, str | None, str]],
+        source: str | None = None,
+    ) -> MSCNode:
+        name = self._node_name(optype, inputs, source)
+        fields, attrs_type = attrs
+        layout = fields.get("out_layout", "")
+        output = self._tensor(f"{name}:0", var.ty, f"node {name!r}",
+                              layout if isinstance(layout, str) else "")
+        node = MSCNode(name, optype, inputs, [output], fields, args, attrs_type=attrs_type)
+        for role, data, alias, layout in weights:
+            tensor = MSCTensor(f"{name}.{role}", str(data.dtype), tuple(data.shape), layout)
+            node.weights[role] = tensor
+            if alias:
+                node.weight_alias[role] = alias
+            self.params[tensor.name] = data
+        self.nodes.append(node)
+        self.tensor_of[var] = output.name
+        return node
+
+    # -- patterns ---------------------------------------------------------------------
+    @staticmethod
+    def _is_const(expr: Any) -> bool:
+        return isinstance(expr, tvm.ir.expr.GenericConst)
+
+    def _bias_add(self, var: relax.Var, nxt: Any, uses: int) -> Any:
+        """The bias-add binding that completes a conv2d/matmul, if it is next and matches."""
+        if uses != 1 or nxt is None or not isinstance(nxt.value, relax.Call):
+            return None
+        add = nxt.value
+        if (getattr(add.op, "name", "") != "relax.add" or not self._is_const(add.args[1])
+                or not add.args[0].same_as(var)):
+            return None
+        return add
+
+    def translate(self) -> MSCGraph:
+        func = self.func
+        for param in func.params:
+            name = self._unique(param.name)
+            tensor = self._tensor(name, param.ty, f"input {name!r}")
+            self.nodes.append(MSCNode(name, "input", [], [tensor]))
+            self.tensor_of[param] = name
+            self.input_names.append(name)
+
+        body = func.body
+        if len(body.blocks) != 1:
+            raise GraphError(f"function of graph {self.graph_name!r} has {len(body.blocks)} "
+                             "binding blocks; expected one")
+        block = body.blocks[0]
+        bindings = list(block.bindings)
+        uses = _count_uses(bindings, body.body)
+        skip: set[int] = set()
+        outputs: list[str] | None = None
+        return_tuple = False
+        for index, binding in enumerate(bindings):
+            if index in skip:
+                continue
+            var, value = binding.var, binding.value
+            nxt = bindings[index + 1] if index + 1 < len(bindings) else None
+            if isinstance(value, relax.Tuple) and var.same_as(body.body):
+                outputs = [self._input_ref(v, "function output") for v in value.fields]
+                return_tuple = True
+                continue
+            if not isinstance(value, relax.Call) or not isinstance(value.op, tvm.ir.Op):
+                kind = type(value).__name__
+                raise UnsupportedOpError(kind, var.name, "from_relax")
+            consumed = self._translate_call(var, value, nxt, uses.get(var, 0))
+            if consumed:
+                skip.add(index + 1)
+        if outputs is None:
+            outputs = [self._input_ref(body.body, "function output")]
+        attrs = {str(k): _plain(v) for k, v in (func.attrs or {}).items()}
+        return MSCGraph(self.graph_name, self.nodes, self.input_names, outputs, attrs,
+                        return_tuple=return_tuple)
+
+    def _translate_call(self, var: relax.Var, call: relax.Call, nxt: Any, uses: int) -> bool:
+        """Add the node for ``call``; True when it also consumed the next binding."""
+        op_name = call.op.name
+        optype = op_name.removeprefix("relax.")
+        if op_name == "relax.nn.conv2d" and self._is_const(call.args[1]):
+            weight = call.args[1]
+            add = self._bias_add(var, nxt, uses)
+            channels = const_value(weight).shape[0]
+            bias_ok = add is not None and tuple(add.args[1].ty.shape) == (1, channels, 1, 1)
+            attrs = encode_attrs(call.attrs)
+            weights = [("weight", const_value(weight), const_name(weight),
+                        attrs[0]["kernel_layout"])]
+            inputs = [self._input_ref(call.args[0], var.name)]
+            if bias_ok:
+                bias = add.args[1]
+                weights.append(("bias", const_value(bias).reshape(channels), const_name(bias),
+                                "O"))
+                self._add_node("msc.conv2d_bias", nxt.var, inputs, [], attrs, weights,
+                               const_name(weight))
+                return True
+            self._add_node("nn.conv2d", var, inputs, [], attrs, weights, const_name(weight))
+            return False
+        if (op_name == "relax.matmul" and self._is_const(call.args[1])
+                and len(call.args[1].ty.shape) == 2):
+            weight = call.args[1]
+            data = const_value(weight).T
+            add = self._bias_add(var, nxt, uses)
+            bias_ok = add is not None and tuple(add.args[1].ty.shape) == (data.shape[0],)
+            attrs = encode_attrs(call.attrs)
+            weights = [("weight", np.ascontiguousarray(data), const_name(weight), "OI")]
+            inputs = [self._input_ref(call.args[0], var.name)]
+            if bias_ok:
+                bias = add.args[1]
+                weights.append(("bias", const_value(bias), const_name(bias), "O"))
+                self._add_node("msc.linear_bias", nxt.var, inputs, [], attrs, weights,
+                               const_name(weight))
+                return True
+            self._add_node("msc.linear", var, inputs, [], attrs, weights, const_name(weight))
+            return False
+        if op_name == "relax.nn.batch_norm":
+            return self._batch_norm(var, call, nxt, uses)
+        if op_name not in SUPPORTED_OPS:
+            raise UnsupportedOpError(op_name, var.name, "from_relax")
+        self._primitive(var, call, optype)
+        return False
+
+    def _batch_norm(self, var: relax.Var, call: relax.Call, nxt: Any, uses: int) -> bool:
+        item = nxt.value if nxt is not None else None
+        consts = call.args[1:]
+        if (uses != 1 or not isinstance(item, relax.TupleGetItem) or item.index != 0
+                or not item.tuple_value.same_as(var)
+                or not all(self._is_const(c) for c in consts)):
+            raise UnsupportedOpError("relax.nn.batch_norm (not eval-mode with constant "
+                                     "statistics)", var.name, "from_relax")
+        roles = ("gamma", "beta", "mean", "var")
+        weights = [(r, const_value(c), const_name(c), "O") for r, c in zip(roles, consts, strict=True)]
+        inputs = [self._input_ref(call.args[0], var.name)]
+        self._add_node("msc.batch_norm", nxt.var, inputs, [], encode_attrs(call.attrs),
+                       weights, const_name(consts[0]))
+        return True
+
+    def _primitive(self, var: relax.Var, call: relax.Call, optype: str) -> None:
+        inputs: list[str] = []
+        weights: list[tuple[str, np.ndarray, str | None, str]] = []
+        source = None
+
+        def encode(arg: Any, position: int) -> dict[str, Any]:
+            nonlocal source
+            if isinstance(arg, relax.Var):
+                inputs.append(self._input_ref(arg, var.name))
+                return {"kind": "input", "index": len(inputs) - 1}
+            if self._is_const(arg):
+                role = weight_role(optype, position)
+                name = const_name(arg)
+                weights.append((role, const_value(arg), name, ""))
+                source = source or name
+                return {"kind": "weight", "role": role}
+            if isinstance(arg, relax.ShapeExpr):
+                return {"kind": "shape", "value": list(encode_shape(arg.values, var.name))}
+            if is_prim(arg):
+                return encode_prim(arg, var.name)
+            if isinstance(arg, relax.Tuple):
+                return {"kind": "tuple", "items": [encode(a, position) for a in arg.fields]}
+            raise UnsupportedOpError(f"{call.op.name} with a {type(arg).__name__} argument",
+                                     var.name, "from_relax")
+
+        args = [encode(a, i) for i, a in enumerate(call.args)]
+        self._add_node(optype, var, inputs, args, encode_attrs(call.attrs), weights, source)
+
+
+def _count_uses(bindings: Sequence[Any], result: Any) -> dict[Any, int]:
+    uses: dict[Any, int] = {}
+
+    def visit(expr: Any) -> None:
+        if isinstance(expr, relax.Var):
+            uses[expr] = uses.get(expr, 0) + 1
+        elif isinstance(expr, relax.Call):
+            for a in expr.args:
+                visit(a)
+        elif isinstance(expr, relax.Tuple):
+            for f in expr.fields:
+                visit(f)
+        elif isinstance(expr, relax.TupleGetItem):
+            visit(expr.tuple_value)
+
+    for binding in bindings:
+        visit(binding.value)
+    visit(result)
+    return uses
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, tvm.tirx.IntImm):
+        return int(value.value)
+    if isinstance(value, tvm_ffi.Map | dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, int | str | float | bool):
+        return value
+    raise GraphError(f"function attribute value {value!r} cannot be kept in an MSCGraph")
+
+
+def from_relax(
+    mod: tvm.IRModule,
+    params: Mapping[str, ParamValue] | None = None,
+    entry_name: str = "main",
+    names: Mapping[str, str] | None = None,
+    graph_name: str | None = None,
+) -> tuple[MSCGraph, Params]:
+    """Translate ``mod[entry_name]`` to an MSCGraph and its weights.
+
+    ``params`` binds function parameters (by name) as weights; ``names`` gives their
+    framework names (e.g. torch state_dict keys), which name the nodes. The weights
+    come back keyed by the graph's weight tensor names (``conv1.weight``).
+    """
+    normalized = normalize(mod, params, entry_name, names)
+    builder = _GraphBuilder(normalized[entry_name], graph_name or entry_name)
+    graph = builder.translate()
+    return graph, builder.params
+
+
+# --------------------------------------------------------------------------------------
+# MSCGraph -> Relax
+# --------------------------------------------------------------------------------------
+def _weight(graph: MSCGraph, node: MSCNode, role: str, params: Mapping[str, Any]) -> np.ndarray:
+    tensor = node.weights[role]
+    if tensor.name not in params:
+        raise GraphError(f"graph {graph.name!r}: no value for weight {tensor.name!r} "
+                         f"of node {node.name!r}")
+    value = params[tensor.name]
+    data = value.detach().cpu().numpy() if isinstance(value, torch.Tensor) else np.asarray(value)
+    if tuple(data.shape) != tuple(tensor.shape):
+        raise GraphError(f"weight {tensor.name!r} of node {node.name!r} has shape "
+                         f"{tuple(data.shape)}, the graph says {tuple(tensor.shape)}")
+    return data
+
+
+def to_relax(
+    graph: MSCGraph, params: Mapping[str, Any], entry_name: str = "main"
+) -> tvm.IRModule:
+    """Build the Relax module of ``graph`` with ``params`` bound as named constants."""
+    symbols = SymbolTable()
+    values: dict[str, relax.Expr] = {}
+    inputs = []
+    for tensor in graph.get_inputs():
+        var = relax.Var(tensor.name, relax.TensorType(symbols.shape(tensor.shape), tensor.dtype))
+        values[tensor.name] = var
+        inputs.append(var)
+
+    def const(node: MSCNode, role: str, data: np.ndarray) -> relax.Expr:
+        return named_const(data, node.weights[role].name)
+
+    bb = relax.BlockBuilder()
+    with bb.function(entry_name, inputs, attrs=dict(graph.func_attrs)):
+        with bb.dataflow():
+            for node in graph.nodes:
+                if node.optype == "input":
+                    continue
+                ins = [values[t] for t in node.inputs]
+                out = _emit_node(bb, graph, node, ins, params, symbols, const)
+                values[node.outputs[0].name] = out
+            results = [values[t] for t in graph.output_names]
+            ret = relax.Tuple(results) if graph.return_tuple else results[0]
+            output = bb.emit_output(ret)
+        bb.emit_func_output(output)
+    return bb.get()
+
+
+def _emit_node(
+    bb: relax.BlockBuilder,
+    graph: MSCGraph,
+    node: MSCNode,
+    ins: list[relax.Expr],
+    params: Mapping[str, Any],
+    symbols: SymbolTable,
+    const: Callable[[MSCNode, str, np.ndarray], relax.Expr],
+) -> relax.Expr:
+    """Emit the bindings of one node; returns the var holding its output."""
+    optype = node.optype
+    if optype in ("msc.conv2d_bias", "nn.conv2d"):
+        attrs = make_attrs(node.attrs_type, node.attrs, symbols)
+        weight = const(node, "weight", _weight(graph, node, "weight", params))
+        out = bb.emit(relax.Call(tvm.ir.Op.get("relax.nn.conv2d"), [ins[0], weight], attrs))
+        if optype == "nn.conv2d":
+            return out
+        bias = _weight(graph, node, "bias", params)
+        return bb.emit(relax.op.add(out, const(node, "bias", bias.reshape(1, -1, 1, 1))))
+    if optype in ("msc.linear", "msc.linear_bias"):
+        attrs = make_attrs(node.attrs_type, node.attrs, symbols)
+        weight = const(node, "weight",
+                       np.ascontiguousarray(_weight(graph, node, "weight", params).T))
+        out = bb.emit(relax.Call(tvm.ir.Op.get("relax.matmul"), [ins[0], weight], attrs))
+        if optype == "msc.linear":
+            return out
+        return bb.emit(relax.op.add(out, const(node, "bias", _weight(graph, node, "bias",
+                                                                          params))))
+    if optype == "msc.batch_norm":
+        attrs = make_attrs(node.attrs_type, node.attrs, symbols)
+        stats = [const(node, r, _weight(graph, node, r, params))
+                 for r in ("gamma", "beta", "mean", "var")]
+        out = bb.emit(relax.Call(tvm.ir.Op.get("relax.nn.batch_norm"), [ins[0], *stats], attrs))
+        return bb.emit(relax.TupleGetItem(out, 0))
+    op_name = f"relax.{optype}"
+    if op_name not in SUPPORTED_OPS:
+        raise UnsupportedOpError(op_name, node.name, "to_relax")
+
+    def decode(arg: dict[str, Any]) -> relax.Expr:
+        kind = arg["kind"]
+        if kind == "input":
+            return ins[arg["index"]]
+        if kind == "weight":
+            return const(node, arg["role"], _weight(graph, node, arg["role"], params))
+        if kind == "shape":
+            return relax.ShapeExpr(symbols.shape(arg["value"]))
+        if kind == "prim":
+            return decode_prim(arg)
+        if kind == "tuple":
+            return relax.Tuple([decode(a) for a in arg["items"]])
+        raise GraphError(f"node {node.name!r}: unknown argument kind {kind!r}")
+
+    call = relax.Call(tvm.ir.Op.get(op_name), [decode(a) for a in node.args],
+                      make_attrs(node.attrs_type, node.attrs, symbols))
+    return bb.emit(call)
+
+
+# --------------------------------------------------------------------------------------
+# Frontends: torch and ONNX through TVM's own importers
+# --------------------------------------------------------------------------------------
+def from_torch(
+    model: torch.nn.Module,
+    example_inputs: Sequence[torch.Tensor],
+    dynamic_batch: bool = True,
+    graph_name: str | None = None,
+) -> tuple[MSCGraph, Params]:
+    """torch module -> ``torch.export`` -> TVM's ``from_exported_program`` -> MSCGraph.
+
+    With ``dynamic_batch`` the leading dim of every input is exported symbolic, so the
+    same graph serves batch-1 latency and batched evaluation and training.
+    """
+    from tvm.relax.frontend.torch import from_exported_program
+
+    model = model.eval()
+    example_inputs = tuple(example_inputs)
+    dynamic_shapes = None
+    if dynamic_batch:
+        batch = torch.export.Dim("batch", min=1, max=1 << 16)
+        dynamic_shapes = tuple({0: batch} for _ in example_inputs)
+    with torch.no_grad():
+        exported = torch.export.export(model, example_inputs, dynamic_shapes=dynamic_shapes)
+    mod = from_exported_program(exported, keep_params_as_input=True)
+    mod, detached = relax.frontend.detach_params(mod)
+    func = mod["main"]
+    num_input = int(func.attrs["num_input"])
+    param_vars = [p.name for p in func.params[num_input:]]
+    params = dict(zip(param_vars, detached.get("main", []), strict=True))
+    names = {spec.arg.name: spec.target for spec in exported.graph_signature.input_specs
+             if spec.target is not None}
+    name = graph_name or type(model).__name__
+    return from_relax(mod, params, names=names, graph_name=name)
+
+
+def from_onnx(
+    model_or_path: Any, graph_name: str | None = None
+) -> tuple[MSCGraph, Params]:
+    """ONNX model (or file path) -> TVM's ``from_onnx`` -> MSCGraph."""
+    import onnx
+    from tvm.relax.frontend.onnx import from_onnx as relax_from_onnx
+
+    if isinstance(model_or_path, str | os.PathLike):
+        model = onnx.load(os.fspath(model_or_path))
+        name = graph_name or os.path.splitext(os.path.basename(model_or_path))[0]
+    else:
+        model = model_or_path
+        name = graph_name or (model.graph.name or "onnx")
+    onnx.checker.check_model(model)
+    mod = relax_from_onnx(model, keep_params_in_input=True)
+    mod, detached = relax.frontend.detach_params(mod)
+    func = mod["main"]
+    num_input = int(func.attrs["num_input"]) if "num_input" in (func.attrs or {}) else len(
+        model.graph.input) - len(detached.get("main", []))
+    param_vars = [p.name for p in func.params[num_input:]]
+    params = dict(zip(param_vars, detached.get("main", []), strict=True))
+    return from_relax(mod, params, graph_name=name)

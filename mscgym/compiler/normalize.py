@@ -1,0 +1,144 @@
+"""Normalize a Relax function into the form MSCGraph is translated from.
+
+Normalization binds the weights as constants whose span carries the framework's name
+for the weight, folds eval-mode batch norm into the preceding convolution, folds
+layout ops applied to weights (the bias reshape and the dense-weight transpose that
+the torch frontend emits), and puts the constant operand of commutative ops on the
+right. The result is still plain Relax: building it gives the same numbers as the
+input, and ``to_relax(from_relax(mod))`` is structurally equal to it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import numpy as np
+import tvm
+from tvm import ir, relax
+from tvm.relax import _ffi_api as _relax_api
+from tvm.relax.dpl import TupleGetItemPattern, is_const, is_op, rewrite_call, wildcard
+
+from mscgym.compiler.errors import MSCError
+
+ParamValue = np.ndarray | tvm.runtime.Tensor
+
+
+def named_const(data: np.ndarray, name: str | None) -> relax.Expr:
+    """A Relax constant whose span records the weight's source name."""
+    span = ir.Span(ir.SourceName(name), 0, 0, 0, 0) if name else None
+    return _relax_api.MakeTensorConst(tvm.runtime.tensor(np.ascontiguousarray(data)), None, span)
+
+
+def const_name(const: relax.Expr) -> str | None:
+    span = const.span
+    return span.source_name.name if span is not None else None
+
+
+def const_value(const: relax.Expr) -> np.ndarray:
+    return const.value.numpy()
+
+
+def bind_params(
+    func: relax.Function, params: Mapping[str, ParamValue], names: Mapping[str, str] | None = None
+) -> relax.Function:
+    """Bind ``params`` (by function parameter name) as named constants."""
+    known = {p.name for p in func.params}
+    unknown = sorted(set(params) - known)
+    if unknown:
+        raise MSCError(f"params {unknown} are not parameters of the function "
+                       f"(parameters: {sorted(known)})")
+    names = names or {}
+    binding = {}
+    for key, value in params.items():
+        array = value.numpy() if isinstance(value, tvm.runtime.Tensor) else np.asarray(value)
+        binding[key] = named_const(array, names.get(key, key))
+    func = func.bind_params(binding)
+    if func.attrs is not None and "params" in func.attrs:
+        func = func.without_attr("params")
+    return func
+
+
+def _fold_weight_layout(func: relax.Function) -> relax.Function:
+    """reshape/permute_dims of a constant -> the reshaped/transposed constant, name kept."""
+    const = is_const()
+    reshape = is_op("relax.reshape")(const, wildcard())
+    permute = is_op("relax.permute_dims")(const)
+
+    def rewriter(expr: relax.Expr, matches: dict) -> relax.Expr:
+        data = const_value(matches[const])
+        if expr.op.name == "relax.reshape":
+            shape = [int(d) for d in expr.ty.shape]
+            return named_const(data.reshape(shape), const_name(matches[const]))
+        axes = expr.attrs.axes
+        perm = [int(a) for a in axes] if axes is not None else None
+        return named_const(np.transpose(data, perm), const_name(matches[const]))
+
+    return rewrite_call(reshape | permute, rewriter, func)
+
+
+def _fold_batch_norm(func: relax.Function) -> relax.Function:
+    """conv2d (+ bias) -> eval batch_norm -> [0]  becomes  conv2d(W') + b'."""
+    data, weight, bias = wildcard(), is_const(), is_const()
+    conv = is_op("relax.nn.conv2d")(data, weight)
+    conv_bias = is_op("relax.add")(conv, bias)
+    gamma, beta, mean, var = is_const(), is_const(), is_const(), is_const()
+    norm = is_op("relax.nn.batch_norm")(conv_bias | conv, gamma, beta, mean, var)
+    pattern = TupleGetItemPattern(norm, 0)
+
+    def rewriter(expr: relax.Expr, matches: dict) -> relax.Expr:
+        norm_call, conv_call = matches[norm], matches[conv]
+        if (norm_call.attrs.training or int(norm_call.attrs.axis) != 1
+                or conv_call.attrs.kernel_layout != "OIHW"):
+            return expr
+        w = const_value(matches[weight])
+        channels = w.shape[0]
+        b = (const_value(matches[bias]).reshape(channels) if bias in matches
+             else np.zeros(channels, w.dtype))
+        g, beta_v = const_value(matches[gamma]), const_value(matches[beta])
+        mu, sigma2 = const_value(matches[mean]), const_value(matches[var])
+        scale = g / np.sqrt(sigma2 + float(norm_call.attrs.epsilon))
+        new_w = (w * scale.reshape(-1, 1, 1, 1)).astype(w.dtype)
+        new_b = ((b - mu) * scale + beta_v).astype(w.dtype).reshape(1, channels, 1, 1)
+        bias_name = const_name(matches[bias]) if bias in matches else const_name(matches[beta])
+        folded = relax.Call(conv_call.op, [matches[data], named_const(new_w, const_name(
+            matches[weight]))], conv_call.attrs)
+        return relax.op.add(folded, named_const(new_b, bias_name))
+
+    return rewrite_call(pattern, rewriter, func)
+
+
+def _const_to_rhs(func: relax.Function) -> relax.Function:
+    """add/multiply(const, x) -> add/multiply(x, const)."""
+    const, other = is_const(), wildcard()
+    pattern = is_op("relax.add")(const, other) | is_op("relax.multiply")(const, other)
+
+    def rewriter(expr: relax.Expr, matches: dict) -> relax.Expr:
+        if isinstance(matches[other], type(matches[const])):
+            return expr
+        return relax.Call(expr.op, [matches[other], matches[const]], expr.attrs)
+
+    return rewrite_call(pattern, rewriter, func)
+
+
+def normalize(
+    mod: tvm.IRModule,
+    params: Mapping[str, ParamValue] | None = None,
+    entry_name: str = "main",
+    names: Mapping[str, str] | None = None,
+) -> tvm.IRModule:
+    """Return ``mod`` with ``entry_name`` normalized (see the module docstring).
+
+    ``params`` maps function parameter names to weights; ``names`` maps the same
+    parameter names to the framework's names for them (e.g. torch state_dict keys).
+    """
+    if entry_name not in [gv.name_hint for gv in mod.get_global_vars()]:
+        raise MSCError(f"module has no function {entry_name!r}")
+    func = mod[entry_name]
+    if params:
+        func = bind_params(func, params, names)
+    func = _fold_weight_layout(func)
+    func = _fold_batch_norm(func)
+    func = _const_to_rhs(func)
+    func = relax.analysis.remove_all_unused(func)
+    out = tvm.IRModule({entry_name: func})
+    return relax.transform.Normalize()(out)
