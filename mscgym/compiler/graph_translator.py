@@ -220,7 +220,8 @@ class _GraphBuilder:
             raise UnsupportedOpError("relax.nn.batch_norm (not eval-mode with constant "
                                      "statistics)", var.name, "from_relax")
         roles = ("gamma", "beta", "mean", "var")
-        weights = [(r, const_value(c), const_name(c), "O") for r, c in zip(roles, consts, strict=True)]
+        weights = [(r, const_value(c), const_name(c), "O")
+                   for r, c in zip(roles, consts, strict=True)]
         inputs = [self._input_ref(call.args[0], var.name)]
         self._add_node("msc.batch_norm", nxt.var, inputs, [], encode_attrs(call.attrs),
                        weights, const_name(consts[0]))
