@@ -1,0 +1,116 @@
+"""What every compression tool shares: its kind, its config, its JSON strategy.
+
+A tool sees the graph it compresses and the weights; the runtime manager runs the
+model and shows the tool the tensors it asked to watch (``watched_tensors``), so the
+same tool works on every runner. A tool changes the model in one of two ways:
+``transform`` returns a new graph and weights (the pruner makes a smaller graph), and
+``quant_plan`` tells the codegens which layers to quantize and how.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from enum import Enum
+from typing import Any, ClassVar
+
+import numpy as np
+
+from mscgym.compiler.errors import MSCError
+from mscgym.compiler.graph import MSCGraph
+from mscgym.compiler.quant_spec import QuantPlan
+from mscgym.utils.files import atomic_write_text
+
+Params = dict[str, np.ndarray]
+
+
+class MSC_TOOL(str, Enum):  # noqa: N801 - the name MSC's users know
+    """The kinds of tools, as MSC named them."""
+
+    PRUNE = "prune"
+    QUANTIZE = "quantize"
+    DISTILL = "distill"
+    COLLECT = "collect"
+
+
+class ToolConfigError(MSCError):
+    """A tool config or strategy names an unknown key or layer, or a bad value."""
+
+
+class BaseTool:
+    """Base class of the quantizer, pruner, distiller and collector."""
+
+    kind: ClassVar[MSC_TOOL]
+    strategy_version: ClassVar[int] = 1
+
+    def __init__(self, graph: MSCGraph, params: Params, config: dict[str, Any] | None) -> None:
+        self.graph = graph
+        self.params = params
+        self.config = dict(config or {})
+
+    # -- run-time observation ---------------------------------------------------------
+    def watched_tensors(self) -> list[str]:
+        """Tensors the tool needs to see on the next runs (empty when it needs none)."""
+        return []
+
+    def observe(self, tensors: dict[str, np.ndarray]) -> None:
+        """Receive the watched tensors of one run."""
+
+    # -- effect on the model ----------------------------------------------------------
+    def transform(self, graph: MSCGraph, params: Params) -> tuple[MSCGraph, Params]:
+        """The graph and weights after this tool (unchanged by default)."""
+        return graph, params
+
+    def quant_plan(self) -> QuantPlan:
+        """Layers to quantize (none by default)."""
+        return {}
+
+    # -- strategy ---------------------------------------------------------------------
+    def strategy(self) -> dict[str, Any]:
+        """The tool's decisions as JSON-able data."""
+        raise NotImplementedError
+
+    def set_strategy(self, strategy: dict[str, Any]) -> None:
+        """Adopt decisions previously returned by :meth:`strategy` (validated)."""
+        raise NotImplementedError
+
+    def save_strategy(self, path: str | os.PathLike[str]) -> str:
+        document = {"tool": self.kind.value, "version": self.strategy_version,
+                    "graph": self.graph.name, "strategy": self.strategy()}
+        atomic_write_text(path, json.dumps(document, indent=2, sort_keys=True))
+        return os.fspath(path)
+
+    def load_strategy(self, path: str | os.PathLike[str]) -> None:
+        where = os.fspath(path)
+        try:
+            with open(where, encoding="utf-8") as handle:
+                document = json.load(handle)
+        except (OSError, json.JSONDecodeError) as err:
+            raise ToolConfigError(f"strategy file {where}: cannot be read as JSON "
+                                  f"({err})") from None
+        if not isinstance(document, dict):
+            raise ToolConfigError(f"strategy file {where}: expected a JSON object")
+        if document.get("tool") != self.kind.value:
+            raise ToolConfigError(f"strategy file {where}: is for tool {document.get('tool')!r}, "
+                                  f"expected {self.kind.value!r}")
+        if document.get("version") != self.strategy_version:
+            raise ToolConfigError(f"strategy file {where}: version {document.get('version')!r} "
+                                  f"is not supported (expected {self.strategy_version})")
+        if not isinstance(document.get("strategy"), dict):
+            raise ToolConfigError(f"strategy file {where}: missing key 'strategy'")
+        try:
+            self.set_strategy(document["strategy"])
+        except ToolConfigError as err:
+            raise ToolConfigError(f"strategy file {where}: {err}") from None
+
+    # -- helpers for subclasses ---------------------------------------------------------
+    def check_keys(self, config: dict[str, Any], allowed: set[str], where: str) -> None:
+        unknown = sorted(set(config) - allowed)
+        if unknown:
+            raise ToolConfigError(f"{where}: unknown keys {unknown}; expected some of "
+                                  f"{sorted(allowed)}")
+
+    def check_layer(self, name: str, where: str) -> None:
+        if name not in self.graph:
+            raise ToolConfigError(f"{where}: unknown layer {name!r} (not a node of graph "
+                                  f"{self.graph.name!r})")
