@@ -130,13 +130,15 @@ class ZooModel:
         torch tensor, numpy array or anything with ``.numpy()``. With ``batch_size`` the
         test set goes in chunks of exactly that size (the last one padded by repeating its
         final sample, padded outputs dropped), which suits compiled static-shape models;
-        without it the whole test set is one batch.
+        without it the whole test set is one batch. ``fn`` runs under ``torch.no_grad``.
         """
         if self.test_data is None:
             raise ValueError(
                 f"zoo model {self.name!r} has no labelled test data, so accuracy is undefined; "
                 "compare outputs with the float model on eval_inputs instead"
             )
+        if batch_size is not None and batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         inputs, labels = self.test_data
         size = batch_size or len(inputs)
         correct = 0
@@ -145,7 +147,8 @@ class ZooModel:
             real = len(chunk)
             if real < size:
                 chunk = torch.cat([chunk, chunk[-1:].expand(size - real, *chunk.shape[1:])])
-            logits = _to_numpy(fn(chunk))
+            with torch.no_grad():
+                logits = _to_numpy(fn(chunk))
             if logits.ndim != 2 or logits.shape[0] != len(chunk):
                 raise ValueError(
                     f"fn must return logits of shape ({len(chunk)}, classes), got {logits.shape}"
