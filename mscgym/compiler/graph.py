@@ -9,8 +9,9 @@ framework's own name (the torch ``state_dict`` key) as an alias.
 from __future__ import annotations
 
 import copy
+import os
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -37,11 +38,17 @@ class MSCTensor:
     def is_static(self) -> bool:
         return all(isinstance(d, int) for d in self.shape)
 
+    def concrete_shape(self, symbols: dict[str, int] | None = None) -> tuple[int, ...]:
+        """The shape with symbolic dims resolved from ``symbols`` (unknown names = 1)."""
+        from mscgym.compiler.relax_codec import eval_dim
+
+        return tuple(int(eval_dim(d, lambda n: (symbols or {}).get(n, 1))) for d in self.shape)
+
     def numel(self, symbols: dict[str, int] | None = None) -> int:
-        """Element count, resolving symbolic dims from ``symbols`` (default 1)."""
+        """Element count, resolving symbolic dims from ``symbols`` (unknown names = 1)."""
         total = 1
-        for dim in self.shape:
-            total *= dim if isinstance(dim, int) else (symbols or {}).get(dim, 1)
+        for dim in self.concrete_shape(symbols):
+            total *= dim
         return total
 
     def to_json(self) -> dict[str, Any]:
@@ -283,6 +290,21 @@ class MSCGraph:
 
     def clone(self) -> MSCGraph:
         return MSCGraph.from_json(self.to_json())
+
+    def export(self, path: str | os.PathLike[str], params: Mapping[str, Any] | None = None) -> None:
+        """Write the graph as versioned JSON (plus ``params`` as safetensors beside it).
+
+        See :mod:`mscgym.compiler.serialize`; ``load_graph`` reads the files back.
+        """
+        from mscgym.compiler.serialize import export_graph  # serialize imports this module
+
+        export_graph(self, path, params)
+
+    def visualize(self, path: str | os.PathLike[str]) -> None:
+        """Write a drawing of the graph: ``.prototxt`` (opens in Netron) or ``.dot`` (Graphviz)."""
+        from mscgym.compiler.visualize import write_visualization  # imports this module
+
+        write_visualization(self, path)
 
     def __str__(self) -> str:
         head = (f"graph {self.name}({', '.join(str(t) for t in self.get_inputs())}) -> "

@@ -346,7 +346,7 @@ class _RelaxEmitter:
 
     def const(self, node: MSCNode, role: str, data: np.ndarray | None = None) -> relax.Expr:
         value = self.weight(node, role) if data is None else data
-        return named_const(value, node.weights[role].name)
+        return named_const(value, node.weight_alias.get(role))
 
     def qdq(self, data: relax.Expr, spec: QuantParams) -> relax.Expr:
         scale = relax.const(spec.scale_array())
@@ -458,8 +458,11 @@ def from_torch(
     example_inputs = tuple(example_inputs)
     dynamic_shapes = None
     if dynamic_batch:
-        batch = torch.export.Dim("batch", min=1, max=1 << 16)
+        batch = torch.export.Dim("batch", min=1)
         dynamic_shapes = tuple({0: batch} for _ in example_inputs)
+        # torch.export specializes size-1 dims, so trace the batch at size 2.
+        example_inputs = tuple(x.expand(2, *x.shape[1:]).contiguous() if x.shape[0] == 1 else x
+                               for x in example_inputs)
     with torch.no_grad():
         exported = torch.export.export(model, example_inputs, dynamic_shapes=dynamic_shapes)
     mod = from_exported_program(exported, keep_params_as_input=True)

@@ -26,7 +26,8 @@ ParamValue = np.ndarray | tvm.runtime.Tensor
 def named_const(data: np.ndarray, name: str | None) -> relax.Expr:
     """A Relax constant whose span records the weight's source name."""
     span = ir.Span(ir.SourceName(name), 0, 0, 0, 0) if name else None
-    return _relax_api.MakeTensorConst(tvm.runtime.tensor(np.ascontiguousarray(data)), None, span)
+    array = np.require(data, requirements="C")  # ascontiguousarray would make 0-d arrays 1-d
+    return _relax_api.MakeTensorConst(tvm.runtime.tensor(array), None, span)
 
 
 def const_name(const: relax.Expr) -> str | None:

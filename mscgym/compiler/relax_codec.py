@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import ast
+from collections.abc import Callable
 from typing import Any
 
 import tvm
@@ -11,20 +13,63 @@ from tvm import tirx
 from mscgym.compiler.errors import MSCError
 from mscgym.compiler.graph import Dim
 
+_BINOPS = {"Add": "+", "Sub": "-", "Mul": "*", "FloorDiv": "//"}
+_AST_OPS = {ast.Add: "Add", ast.Sub: "Sub", ast.Mult: "Mul", ast.FloorDiv: "FloorDiv"}
+
+
+def _dim_text(expr: Any, where: str) -> str:
+    if isinstance(expr, tvm.tirx.IntImm):
+        return str(int(expr.value))
+    if isinstance(expr, tvm.tirx.Var):
+        return str(expr.name)
+    kind = type(expr).__name__
+    if kind in _BINOPS:
+        return f"({_dim_text(expr.a, where)} {_BINOPS[kind]} {_dim_text(expr.b, where)})"
+    raise MSCError(f"{where}: symbolic dimension {expr} uses {kind}; only +, -, *, // of "
+                   "named dims and integers are supported")
+
 
 def encode_dim(dim: Any, where: str) -> Dim:
+    """A static dim as int; a symbolic one as its name or an arithmetic expression string."""
     if isinstance(dim, int):
         return dim
     if isinstance(dim, tvm.tirx.IntImm):
         return int(dim.value)
-    if isinstance(dim, tvm.tirx.Var):
-        return str(dim.name)
-    raise MSCError(f"{where}: symbolic dimension {dim} is not a plain variable; "
-                   "only static dims and named symbolic dims (e.g. the batch) are supported")
+    text = _dim_text(dim, where)
+    return text[1:-1] if text.startswith("(") else text
 
 
 def encode_shape(shape: Any, where: str) -> tuple[Dim, ...]:
     return tuple(encode_dim(d, where) for d in shape)
+
+
+def eval_dim(dim: Dim, resolve: Callable[[str], Any]) -> Any:
+    """Evaluate a dim: names go through ``resolve``; the text is parsed, never executed."""
+    if isinstance(dim, int):
+        return dim
+    try:
+        tree = ast.parse(dim, mode="eval").body
+    except SyntaxError:
+        raise MSCError(f"dimension {dim!r} is not a valid dim expression") from None
+
+    def visit(node: ast.AST) -> Any:
+        if isinstance(node, ast.Constant) and isinstance(node.value, int):
+            return node.value
+        if isinstance(node, ast.Name):
+            return resolve(node.id)
+        if isinstance(node, ast.BinOp) and type(node.op) in _AST_OPS:
+            left, right = visit(node.left), visit(node.right)
+            kind = _AST_OPS[type(node.op)]
+            if kind == "Add":
+                return left + right
+            if kind == "Sub":
+                return left - right
+            if kind == "Mul":
+                return left * right
+            return left // right
+        raise MSCError(f"dimension {dim!r}: only names, integers, +, -, * and // are allowed")
+
+    return visit(tree)
 
 
 class SymbolTable:
@@ -33,12 +78,13 @@ class SymbolTable:
     def __init__(self) -> None:
         self._vars: dict[str, tirx.Var] = {}
 
+    def var(self, name: str) -> tirx.Var:
+        if name not in self._vars:
+            self._vars[name] = tirx.Var(name, "int64")
+        return self._vars[name]
+
     def dim(self, dim: Dim) -> Any:
-        if isinstance(dim, int):
-            return dim
-        if dim not in self._vars:
-            self._vars[dim] = tirx.Var(dim, "int64")
-        return self._vars[dim]
+        return eval_dim(dim, self.var)
 
     def shape(self, shape: tuple[Dim, ...] | list[Dim]) -> list[Any]:
         return [self.dim(d) for d in shape]
