@@ -4,6 +4,8 @@ from mscgym.compiler.errors import GraphError, GraphFormatError, MSCError, Unsup
 from mscgym.compiler.graph import MSCGraph, MSCNode, MSCTensor
 from mscgym.compiler.graph_translator import from_onnx, from_relax, from_torch, to_relax
 from mscgym.compiler.normalize import normalize
+from mscgym.compiler.serialize import load_graph
+from mscgym.compiler.transform import msc_transform
 
 __all__ = [
     "GraphError",
@@ -16,6 +18,8 @@ __all__ = [
     "from_onnx",
     "from_relax",
     "from_torch",
+    "load_graph",
+    "msc_transform",
     "normalize",
     "to_relax",
 ]
