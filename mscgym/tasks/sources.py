@@ -1,0 +1,130 @@
+"""Where a task's model and data come from: a zoo name, a torch module, an ONNX file or an
+exported MSCGraph, each with an identity (id + content hash) that records can check."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from mscgym import zoo
+from mscgym.compiler.errors import MSCError
+from mscgym.compiler.graph import MSCGraph
+from mscgym.compiler.graph_translator import from_onnx, from_torch
+from mscgym.compiler.serialize import load_graph
+
+Params = dict[str, np.ndarray]
+
+
+def params_hash(params: Params) -> str:
+    """sha256 over the weights by sorted name: name, dtype, shape, raw bytes."""
+    digest = hashlib.sha256()
+    for name in sorted(params):
+        array = np.ascontiguousarray(params[name])
+        digest.update(name.encode())
+        digest.update(str(array.dtype).encode())
+        digest.update(str(array.shape).encode())
+        digest.update(array.tobytes())
+    return digest.hexdigest()
+
+
+def arrays_hash(*arrays: np.ndarray | None) -> str:
+    digest = hashlib.sha256()
+    for array in arrays:
+        if array is None:
+            digest.update(b"none")
+            continue
+        array = np.ascontiguousarray(array)
+        digest.update(str(array.dtype).encode() + str(array.shape).encode())
+        digest.update(array.tobytes())
+    return digest.hexdigest()
+
+
+@dataclass
+class TaskData:
+    """Inputs a task needs: calibration batches, held-out evaluation inputs (and labels),
+    and training data for distillation (digits only)."""
+
+    data_id: str
+    calibration: list[np.ndarray]
+    eval_inputs: np.ndarray
+    eval_labels: np.ndarray | None = None
+    train_inputs: np.ndarray | None = None
+    train_labels: np.ndarray | None = None
+
+    @property
+    def data_hash(self) -> str:
+        return arrays_hash(*self.calibration, self.eval_inputs, self.eval_labels,
+                           self.train_inputs, self.train_labels)
+
+
+@dataclass
+class ModelSource:
+    """The float model as a graph, with the id and hash that identify it."""
+
+    model_id: str
+    graph: MSCGraph
+    params: Params
+    data: TaskData
+
+    @property
+    def weight_hash(self) -> str:
+        return params_hash(self.params)
+
+
+def _numpy(value: Any) -> np.ndarray:
+    if isinstance(value, torch.Tensor):
+        return value.detach().cpu().numpy()
+    return np.asarray(value)
+
+
+def zoo_data(entry: zoo.ZooModel, n_calibration: int = 8, batch_size: int = 32) -> TaskData:
+    """The zoo model's data: calibration from the train split, evaluation held out."""
+    test = entry.test_data
+    train = getattr(entry, "train_data", None)
+    return TaskData(
+        data_id=f"zoo:{entry.name}",
+        calibration=[_numpy(b) for b in entry.calibration_batches(n_calibration, batch_size)],
+        eval_inputs=_numpy(test[0] if test is not None else entry.eval_inputs),
+        eval_labels=_numpy(test[1]) if test is not None else None,
+        train_inputs=_numpy(train[0]) if train is not None else None,
+        train_labels=_numpy(train[1]) if train is not None else None,
+    )
+
+
+def resolve_model(
+    model: str | os.PathLike[str] | torch.nn.Module | tuple[MSCGraph, Params],
+    data: TaskData | None = None,
+    example_inputs: Sequence[torch.Tensor] | None = None,
+) -> ModelSource:
+    """Turn a zoo name, a path (.onnx or an exported graph .json), a torch module or a
+    (graph, params) pair into a ModelSource; non-zoo models need ``data``."""
+    if isinstance(model, str) and model in zoo.list_models():
+        entry = zoo.load(model)
+        graph, params = from_torch(entry.model, entry.example_inputs, graph_name=model)
+        return ModelSource(model, graph, params, data or zoo_data(entry))
+    if data is None:
+        raise MSCError("a model that is not from the zoo needs task data (calibration and "
+                       "evaluation inputs); pass data=TaskData(...)")
+    if isinstance(model, torch.nn.Module):
+        if example_inputs is None:
+            example_inputs = (torch.as_tensor(data.eval_inputs[:1]),)
+        graph, params = from_torch(model, example_inputs)
+        return ModelSource(f"torch:{type(model).__name__}", graph, params, data)
+    if isinstance(model, tuple):
+        graph, params = model
+        return ModelSource(f"graph:{graph.name}", graph, dict(params), data)
+    path = os.fspath(model)
+    if not os.path.exists(path):
+        raise MSCError(f"model {path!r} is neither a zoo model ({', '.join(zoo.list_models())}) "
+                       "nor an existing file")
+    if path.endswith(".onnx"):
+        graph, params = from_onnx(path)
+    else:
+        graph, params = load_graph(path)
+    return ModelSource(os.path.abspath(path), graph, params, data)

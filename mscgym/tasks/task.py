@@ -1,0 +1,389 @@
+"""Task: model + data + tool + search space + scorer, and ``evaluate(plan) -> Metrics``.
+
+A task is what an agent searches. It builds the compressed model a plan describes
+with the real tools (pruner, quantizer, distiller), measures it on a real runner
+(accuracy and distillation loss on held-out data, latency with ``profile``), and
+caches everything by fingerprint: calibration once per (graph, choice), results once
+per (model, data, plan, runner).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from mscgym.compiler.analysis import graph_summary
+from mscgym.compiler.codegen.torch_codegen import to_torch
+from mscgym.compiler.errors import MSCError
+from mscgym.compiler.graph import MSCGraph
+from mscgym.compiler.quant_spec import LayerQuant, QuantPlan
+from mscgym.runtime.manager import RuntimeManager, example_inputs
+from mscgym.runtime.profiling import profile_runner
+from mscgym.runtime.registry import create_runner
+from mscgym.tasks.cache import EvaluationCache, fingerprint
+from mscgym.tasks.metrics import Metrics
+from mscgym.tasks.scorers import Scorer, get_scorer
+from mscgym.tasks.sources import ModelSource, Params, TaskData, params_hash, resolve_model
+from mscgym.tasks.spaces import (
+    DENSITY_CHOICES,
+    QUANT_CHOICES,
+    Dimension,
+    SearchSpace,
+)
+from mscgym.tools import MSC_TOOL, create_tool
+from mscgym.tools.losses import distill_loss
+from mscgym.tools.quantizer import DEFAULT_INCLUDE
+
+TOOLS = ("quantize", "prune", "distill", "compress")
+
+DISTILL_CHOICES: dict[str, tuple[Any, ...]] = {
+    "temperature": (1.0, 2.0, 4.0, 8.0),
+    "epochs": (1, 2, 3),
+    "alpha": (0.0, 0.5, 0.9),
+    "lr": (0.0005, 0.001, 0.003),
+    "intermediate": ("none", "auto"),
+}
+DISTILL_BASELINE = {"temperature": 4.0, "epochs": 1, "alpha": 0.5, "lr": 0.001,
+                    "intermediate": "none"}
+
+
+def quantizer_config(choice: str) -> dict[str, Any]:
+    """The quantizer config that one per-layer quantization choice stands for."""
+    if choice == "int8_tensor_minmax":
+        return {"weight": {"dtype": "int8", "per_channel": False},
+                "activation": {"dtype": "int8", "method": "minmax"}}
+    if choice == "int4w_channel_minmax":
+        return {"weight": {"dtype": "int4", "per_channel": True},
+                "activation": {"dtype": "int8", "method": "minmax"}}
+    prefix = "int8_channel_"
+    if choice.startswith(prefix) and choice[len(prefix):] in ("minmax", "percentile", "entropy",
+                                                                "mse"):
+        return {"weight": {"dtype": "int8", "per_channel": True},
+                "activation": {"dtype": "int8", "method": choice[len(prefix):]}}
+    raise MSCError(f"unknown quantization choice {choice!r}; expected one of {QUANT_CHOICES}")
+
+
+@dataclass
+class Compressed:
+    """The model a plan describes: graph, weights, quant plan, and tool strategies."""
+
+    graph: MSCGraph
+    params: Params
+    quant: QuantPlan
+    strategies: dict[str, Any] = field(default_factory=dict)
+
+
+class Task:
+    """One compression problem; see the module docstring."""
+
+    def __init__(
+        self,
+        model: Any,
+        tool: str = "quantize",
+        *,
+        data: TaskData | None = None,
+        scorer: str | Scorer = "latency_under_accuracy",
+        scorer_options: Mapping[str, Any] | None = None,
+        runner: str = "onnxruntime",
+        device: str = "cpu",
+        runner_options: Mapping[str, Any] | None = None,
+        seed: int = 0,
+        profile_repeat: int = 30,
+        profile_warmup: int = 5,
+        quant_choices: Sequence[str] = QUANT_CHOICES,
+        densities: Sequence[float] = DENSITY_CHOICES,
+        student: Mapping[str, Any] | None = None,
+        cache_dir: str | os.PathLike[str] | None = None,
+        example_inputs: Sequence[torch.Tensor] | None = None,
+    ) -> None:
+        if tool not in TOOLS:
+            raise MSCError(f"unknown task tool {tool!r}; expected one of {list(TOOLS)}")
+        self.tool = tool
+        self.source: ModelSource = resolve_model(model, data, example_inputs)
+        self.scorer = get_scorer(scorer, **dict(scorer_options or {}))
+        self.runner = runner
+        self.device = device
+        self.runner_options = dict(runner_options or {})
+        create_runner(runner, device, self.runner_options)
+        self.seed = int(seed)
+        self.profile_repeat = int(profile_repeat)
+        self.profile_warmup = int(profile_warmup)
+        self.quant_choices = tuple(quant_choices)
+        for choice in self.quant_choices:
+            if choice != "float":
+                quantizer_config(choice)
+        self.densities = tuple(float(d) for d in densities)
+        if any(not 0 < d <= 1 for d in self.densities):
+            raise MSCError(f"densities must lie in (0, 1], got {self.densities}")
+        self.student = dict(student or {"prune": 0.5})
+        self.cache = EvaluationCache(cache_dir)
+        self._calibrations: dict[str, QuantPlan] = {}
+        self._teacher_outputs: np.ndarray | None = None
+        self._baseline: Metrics | None = None
+        self.space = self._build_space()
+        self.evaluations = 0
+        self.eval_seconds = 0.0
+
+    # -- identity -----------------------------------------------------------------------
+    @property
+    def graph(self) -> MSCGraph:
+        return self.source.graph
+
+    @property
+    def params(self) -> Params:
+        return self.source.params
+
+    @property
+    def data(self) -> TaskData:
+        return self.source.data
+
+    def describe(self) -> dict[str, Any]:
+        """What identifies this task in a record."""
+        return {
+            "model": self.source.model_id,
+            "weight_hash": self.source.weight_hash,
+            "data": self.data.data_id,
+            "data_hash": self.data.data_hash,
+            "tool": self.tool,
+            "space": self.space.to_json(),
+            "scorer": self.scorer.to_json(),
+            "runner": self.runner,
+            "device": self.device,
+            "runner_options": dict(self.runner_options),
+            "profile": {"repeat": self.profile_repeat, "warmup": self.profile_warmup},
+            "student": dict(self.student),
+            "seed": self.seed,
+        }
+
+    # -- search space -------------------------------------------------------------------
+    def quantizable_layers(self, graph: MSCGraph | None = None) -> list[str]:
+        graph = graph or self.graph
+        return [n.name for n in graph.nodes if n.optype in DEFAULT_INCLUDE]
+
+    def prune_groups(self) -> list[list[str]]:
+        """Prunable channel groups (layers that must keep the same channels), in order."""
+        pruner = create_tool(MSC_TOOL.PRUNE, self.graph, self.params, {"density": 1.0})
+        return [list(g.members) for g in pruner.analysis.prunable()]
+
+    def _build_space(self) -> SearchSpace:
+        dims: list[Dimension] = []
+        if self.tool in ("prune", "compress"):
+            for members in self.prune_groups():
+                dims.append(Dimension(f"prune:{members[0]}", self.densities, 1.0))
+        if self.tool in ("quantize", "compress"):
+            choices = self.quant_choices if "float" in self.quant_choices else (
+                "float", *self.quant_choices)
+            for layer in self.quantizable_layers():
+                dims.append(Dimension(f"quantize:{layer}", choices, "float"))
+        if self.tool == "distill":
+            for name, choices in DISTILL_CHOICES.items():
+                dims.append(Dimension(f"distill:{name}", choices, DISTILL_BASELINE[name]))
+        if not dims:
+            raise MSCError(f"model {self.source.model_id!r} has nothing to {self.tool}")
+        return SearchSpace(dims)
+
+    # -- building the compressed model ---------------------------------------------------
+    def _prune(self, graph: MSCGraph, params: Params, densities: Mapping[str, float]
+               ) -> tuple[MSCGraph, Params, dict[str, Any] | None]:
+        if all(d == 1.0 for d in densities.values()):
+            return graph, params, None
+        pruner = create_tool(MSC_TOOL.PRUNE, graph, params, {"density": 1.0})
+        layers: dict[str, Any] = {}
+        for group in pruner.analysis.prunable():
+            density = densities.get(group.members[0], 1.0)
+            for member in group.members:
+                layers[member] = {"density": float(density)}
+        pruner = create_tool(MSC_TOOL.PRUNE, graph, params, {"density": 1.0, "layers": layers})
+        new_graph, new_params = pruner.transform(graph, params)
+        return new_graph, new_params, pruner.strategy()
+
+    def calibration(self, graph: MSCGraph, params: Params, choice: str) -> QuantPlan:
+        """Per-layer quant params for ``choice`` on every quantizable layer (cached)."""
+        key = fingerprint({"graph": graph.to_json(), "params": params_hash(params),
+                           "choice": choice, "data": self.data.data_hash})
+        if key not in self._calibrations:
+            manager = RuntimeManager(graph, params, {"runner": "torch"})
+            manager.create_tool(MSC_TOOL.QUANTIZE, quantizer_config(choice))
+            quantizer = manager.get_tool(MSC_TOOL.QUANTIZE)
+            manager.load_model()
+            while not quantizer.calibrated:
+                for batch in self.data.calibration:
+                    manager.run(batch)
+                quantizer.calibrate()
+            self._calibrations[key] = quantizer.quant_plan()
+        return self._calibrations[key]
+
+    def _quantize(self, graph: MSCGraph, params: Params, choices: Mapping[str, str]
+                  ) -> QuantPlan:
+        plan: QuantPlan = {}
+        for layer, choice in choices.items():
+            if choice == "float":
+                continue
+            layer_quant = self.calibration(graph, params, choice).get(layer)
+            if layer_quant is None:
+                raise MSCError(f"quantizer gave no parameters for layer {layer!r}")
+            plan[layer] = layer_quant
+        return plan
+
+    def _distill(self, graph: MSCGraph, params: Params, quant: QuantPlan,
+                 settings: Mapping[str, Any]) -> tuple[Params, dict[str, Any]]:
+        config = {
+            "loss": "kl+ce" if self.data.train_labels is not None else "kl",
+            "temperature": float(settings["temperature"]),
+            "alpha": float(settings["alpha"]),
+            "epochs": int(settings["epochs"]),
+            "lr": float(settings["lr"]),
+            "intermediate": "auto" if settings["intermediate"] == "auto" else [],
+            "seed": self.seed,
+            "progress": False,
+        }
+        distiller = create_tool(MSC_TOOL.DISTILL, graph, params, config)
+        distiller.set_teacher(self.graph, self.params)
+        if quant:
+            distiller.set_quant(quant)
+        inputs, labels = self._train_data()
+        distiller.distill(inputs, labels)
+        _, new_params = distiller.transform(graph, params)
+        return new_params, distiller.strategy()
+
+    def _train_data(self) -> tuple[np.ndarray, np.ndarray | None]:
+        if self.data.train_inputs is not None:
+            return self.data.train_inputs, self.data.train_labels
+        return np.concatenate(self.data.calibration), None
+
+    def compressed(self, plan: Mapping[str, Any]) -> Compressed:
+        """Build the model ``plan`` describes (no measurement)."""
+        plan = self.space.validate(plan)
+        by_tool: dict[str, dict[str, Any]] = {}
+        for name, value in plan.items():
+            tool, target = name.split(":", 1)
+            by_tool.setdefault(tool, {})[target] = value
+        graph, params = self.graph, self.params
+        strategies: dict[str, Any] = {}
+        quant: QuantPlan = {}
+        if self.tool == "distill":
+            base_density = float(self.student.get("prune", 1.0))
+            densities = {g[0]: base_density for g in self.prune_groups()}
+            graph, params, prune_strategy = self._prune(graph, params, densities)
+            if prune_strategy is not None:
+                strategies["prune"] = prune_strategy
+            base_quant = self.student.get("quantize")
+            if base_quant:
+                quant = self._quantize(graph, params, {
+                    layer: base_quant for layer in self.quantizable_layers(graph)})
+            params, strategies["distill"] = self._distill(graph, params, quant,
+                                                          by_tool["distill"])
+        else:
+            if "prune" in by_tool:
+                graph, params, prune_strategy = self._prune(graph, params, by_tool["prune"])
+                if prune_strategy is not None:
+                    strategies["prune"] = prune_strategy
+            if "quantize" in by_tool:
+                quant = self._quantize(graph, params, by_tool["quantize"])
+        if quant:
+            strategies["quantize"] = {k: v.to_json() for k, v in quant.items()}
+        return Compressed(graph, params, quant, strategies)
+
+    # -- measuring --------------------------------------------------------------------
+    def teacher_outputs(self) -> np.ndarray:
+        """Float model outputs on the evaluation inputs (torch codegen, computed once)."""
+        if self._teacher_outputs is None:
+            module = to_torch(self.graph, self.params)
+            self._teacher_outputs = _batched(lambda x: _first(module(torch.from_numpy(x))),
+                                             self.data.eval_inputs)
+        return self._teacher_outputs
+
+    def measure(self, model: Compressed) -> Metrics:
+        """Accuracy, distillation loss and latency of ``model`` on the task's runner."""
+        runner = create_runner(self.runner, self.device, self.runner_options)
+        runner.build(model.graph, model.params, model.quant)
+        outputs = _batched(lambda x: runner.run([x])[0], self.data.eval_inputs)
+        accuracy = None
+        if self.data.eval_labels is not None:
+            accuracy = float(np.mean(outputs.argmax(-1) == self.data.eval_labels))
+        stats = profile_runner(runner, example_inputs(model.graph, 1, self.seed),
+                               repeat=self.profile_repeat, warmup=self.profile_warmup)
+        summary = graph_summary(model.graph)["totals"]
+        return Metrics(
+            distill_loss=distill_loss(self.teacher_outputs(), outputs),
+            accuracy=accuracy,
+            latency_ms=stats.median_ms,
+            latency_p90_ms=stats.p90_ms,
+            latency_iqr_ms=stats.iqr_ms,
+            size_bytes=model_size_bytes(model),
+            params=int(summary["params"]),
+            flops=int(summary["flops"]),
+            runner=self.runner,
+            device=self.device,
+            target=stats.target,
+        )
+
+    def plan_key(self, plan: Mapping[str, Any]) -> str:
+        return fingerprint({"task": {k: v for k, v in self.describe().items()
+                                     if k not in ("scorer", "space")},
+                            "plan": self.space.validate(plan)})
+
+    def evaluate(self, plan: Mapping[str, Any], use_cache: bool = True) -> Metrics:
+        """Metrics of ``plan`` (cached by fingerprint unless ``use_cache`` is False)."""
+        plan = self.space.validate(plan)
+        key = self.plan_key(plan)
+        if use_cache:
+            cached = self.cache.get(key)
+            if cached is not None:
+                return Metrics.from_json(cached)
+        start = time.perf_counter()
+        metrics = self.measure(self.compressed(plan))
+        self.eval_seconds += time.perf_counter() - start
+        self.evaluations += 1
+        self.cache.put(key, metrics.to_json())
+        return metrics
+
+    @property
+    def baseline(self) -> Metrics:
+        """Metrics of the uncompressed plan (the float model for quantize/prune)."""
+        if self._baseline is None:
+            if self.tool == "distill":
+                self._baseline = self.measure(Compressed(self.graph, self.params, {}))
+            else:
+                self._baseline = self.evaluate(self.space.baseline_plan())
+        return self._baseline
+
+    def score(self, metrics: Metrics) -> float:
+        return self.scorer.score(metrics, self.baseline)
+
+    def objectives(self, metrics: Metrics) -> tuple[float, float]:
+        return self.scorer.objectives(metrics, self.baseline)
+
+
+def model_size_bytes(model: Compressed) -> int:
+    """Bytes of the weights as deployed: quantized weights at their bit width (+ scales)."""
+    total = 0
+    for node in model.graph.nodes:
+        layer: LayerQuant | None = model.quant.get(node.name)
+        for role, tensor in node.weights.items():
+            count = tensor.numel()
+            if role == "weight" and layer is not None and layer.weight is not None:
+                bits = layer.weight.bits
+                total += (count * bits + 7) // 8 + 8 * len(layer.weight.scale)
+            else:
+                total += count * np.dtype(tensor.dtype).itemsize
+    return int(total)
+
+
+def _first(value: Any) -> np.ndarray:
+    if isinstance(value, tuple | list):
+        value = value[0]
+    return value.detach().cpu().numpy() if isinstance(value, torch.Tensor) else np.asarray(value)
+
+
+def _batched(fn: Any, inputs: np.ndarray, batch: int = 256) -> np.ndarray:
+    with torch.no_grad():
+        parts = [np.asarray(fn(np.ascontiguousarray(inputs[i:i + batch])))
+                 for i in range(0, len(inputs), batch)]
+    return np.concatenate(parts)
