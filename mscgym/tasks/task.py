@@ -126,6 +126,7 @@ class Task:
         self._calibrations: dict[str, QuantPlan] = {}
         self._teacher_outputs: np.ndarray | None = None
         self._baseline: Metrics | None = None
+        self._sensitivity: dict[str, float] | None = None
         self.space = self._build_space()
         self.evaluations = 0
         self.eval_seconds = 0.0
@@ -290,6 +291,16 @@ class Task:
             strategies["quantize"] = {k: v.to_json() for k, v in quant.items()}
         return Compressed(graph, params, quant, strategies)
 
+    def sensitivity(self) -> dict[str, float]:
+        """Output error when only that layer is int8-quantized (per-channel, minmax)."""
+        if self._sensitivity is None:
+            from mscgym.tools.sensitivity import layer_sensitivity
+
+            plan = self.calibration(self.graph, self.params, "int8_channel_minmax")
+            rows = layer_sensitivity(self.graph, self.params, plan, self.data.calibration[0])
+            self._sensitivity = {row["layer"]: float(row["error"]) for row in rows}
+        return self._sensitivity
+
     # -- measuring --------------------------------------------------------------------
     def teacher_outputs(self) -> np.ndarray:
         """Float model outputs on the evaluation inputs (torch codegen, computed once)."""
@@ -329,20 +340,26 @@ class Task:
                                      if k not in ("scorer", "space")},
                             "plan": self.space.validate(plan)})
 
-    def evaluate(self, plan: Mapping[str, Any], use_cache: bool = True) -> Metrics:
-        """Metrics of ``plan`` (cached by fingerprint unless ``use_cache`` is False)."""
+    def evaluate_full(self, plan: Mapping[str, Any], use_cache: bool = True
+                      ) -> tuple[Metrics, dict[str, Any]]:
+        """Metrics and resulting tool strategies of ``plan``, cached by fingerprint."""
         plan = self.space.validate(plan)
         key = self.plan_key(plan)
         if use_cache:
             cached = self.cache.get(key)
             if cached is not None:
-                return Metrics.from_json(cached)
+                return Metrics.from_json(cached["metrics"]), cached["strategies"]
         start = time.perf_counter()
-        metrics = self.measure(self.compressed(plan))
+        model = self.compressed(plan)
+        metrics = self.measure(model)
         self.eval_seconds += time.perf_counter() - start
         self.evaluations += 1
-        self.cache.put(key, metrics.to_json())
-        return metrics
+        self.cache.put(key, {"metrics": metrics.to_json(), "strategies": model.strategies})
+        return metrics, model.strategies
+
+    def evaluate(self, plan: Mapping[str, Any], use_cache: bool = True) -> Metrics:
+        """Metrics of ``plan`` (cached by fingerprint unless ``use_cache`` is False)."""
+        return self.evaluate_full(plan, use_cache)[0]
 
     @property
     def baseline(self) -> Metrics:
