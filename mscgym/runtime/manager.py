@@ -48,11 +48,16 @@ class RuntimeManager:
         self.quant: QuantPlan = {}
 
     # -- tools ------------------------------------------------------------------------
-    def create_tool(self, kind: MSC_TOOL | str, config: Mapping[str, Any] | None = None) -> BaseTool:
+    def create_tool(
+        self, kind: MSC_TOOL | str, config: Mapping[str, Any] | None = None
+    ) -> BaseTool:
         """Create (or replace) the tool of ``kind`` over the current float graph."""
         kind = MSC_TOOL(kind)
         base_graph, base_params = self._tool_input(kind)
         tool = create_tool(kind, base_graph, base_params, dict(config or {}))
+        if kind is MSC_TOOL.DISTILL:
+            # The student is the compressed graph above; the teacher is the float source.
+            tool.set_teacher(self._source_graph, self._source_params)
         self._tools[kind] = tool
         return tool
 

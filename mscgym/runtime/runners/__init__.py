@@ -1,0 +1,1 @@
+"""One runner per framework; ``mscgym.runtime.registry`` imports them on first use."""
