@@ -53,6 +53,7 @@ class _GraphBuilder:
         self.tensor_of: dict[Any, str] = {}
         self.names: set[str] = set()
         self.input_names: list[str] = []
+        self._position: dict[str, tuple[int, MSCNode]] = {}
 
     # -- naming -----------------------------------------------------------------------
     def _unique(self, base: str) -> str:
@@ -70,7 +71,9 @@ class _GraphBuilder:
         short = optype.rsplit(".", 1)[-1].replace("msc.", "")
         scope = ""
         if inputs:
-            producer = next(n for n in self.nodes if any(t.name == inputs[0] for t in n.outputs))
+            # The latest producer scopes the node: a residual add joins the block that
+            # computed its branch, not the earlier block its shortcut comes from.
+            producer = max((self._position[t] for t in inputs), key=lambda p: p[0])[1]
             scope = producer.scope if producer.optype != "input" else ""
         return self._unique(f"{scope}.{short}" if scope else short)
 
@@ -107,9 +110,14 @@ class _GraphBuilder:
             if alias:
                 node.weight_alias[role] = alias
             self.params[tensor.name] = data
-        self.nodes.append(node)
+        self._append(node)
         self.tensor_of[var] = output.name
         return node
+
+    def _append(self, node: MSCNode) -> None:
+        for tensor in node.outputs:
+            self._position[tensor.name] = (len(self.nodes), node)
+        self.nodes.append(node)
 
     # -- patterns ---------------------------------------------------------------------
     @staticmethod
@@ -131,7 +139,7 @@ class _GraphBuilder:
         for param in func.params:
             name = self._unique(param.name)
             tensor = self._tensor(name, param.ty, f"input {name!r}")
-            self.nodes.append(MSCNode(name, "input", [], [tensor]))
+            self._append(MSCNode(name, "input", [], [tensor]))
             self.tensor_of[param] = name
             self.input_names.append(name)
 

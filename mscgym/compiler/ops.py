@@ -13,7 +13,7 @@ ELEMENTWISE_UNARY = (
 ELEMENTWISE_BINARY = ("add", "subtract", "multiply", "divide", "power", "maximum", "minimum")
 LAYOUT = (
     "reshape", "permute_dims", "concat", "flatten", "squeeze", "expand_dims", "strided_slice",
-    "split", "take", "broadcast_to",
+    "take", "broadcast_to",
 )
 REDUCE = ("mean", "sum", "max", "min")
 NN = (

@@ -1,0 +1,964 @@
+"""MSCGraph -> ONNX, with QuantizeLinear/DequantizeLinear (QDQ) nodes for a QuantPlan.
+
+The model is built directly with ``onnx.helper``; its value names are the graph's tensor
+names (graph inputs keep theirs, node outputs are ``<node>:0``) and its weights are
+initializers named by the weight tensors (``conv1.weight``), so a runner or a person can
+find every layer of the source model in it.
+
+Quantization follows the QDQ format that ONNX Runtime and TensorRT both consume:
+
+* the data input of a quantized layer goes through ``QuantizeLinear -> DequantizeLinear``
+  (one pair per tensor and params, shared by all consumers);
+* its weight is stored pre-quantized as an integer initializer (``<weight>_quantized``)
+  followed by ``DequantizeLinear`` (per-channel along the plan's axis);
+* the bias of an 8-bit conv / 2-D linear is stored as int32 with scale
+  ``input_scale * weight_scale`` and zero point 0, as ONNX Runtime's QDQ fusion expects;
+* 4-bit weights are INT4/UINT4 initializers (opset 21); 4-bit activations are a clip to
+  the 4-bit range plus an 8-bit pair with the same scale and zero point (exactly the same
+  fake-quant), since neither ONNX Runtime's kernels nor TensorRT take int4 activations;
+* an 8-bit conv / linear / matmul whose output reaches only quantized layers whose data
+  inputs share one per-tensor params ``P``, through ops that commute with fake-quant
+  (relu, clip, max pooling and pure data movement), gets ``Q(P) -> DQ`` on its output too.
+  That pair changes no value (re-quantizing on the same grid is idempotent and those ops
+  are monotone or move data only) but lets ONNX Runtime fuse the layer into an int8
+  kernel with int8 output (``QLinearConv``); without it, a conv runs as a float Conv on
+  dequantized weights and only Gemm/MatMul still fuse (``QGemm`` / ``MatMulIntegerToFloat``
+  with float output). 4-bit layers get no such pair: ONNX Runtime has no 4-bit conv or
+  gemm kernels to fuse them into.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import tempfile
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+from mscgym.compiler.errors import GraphError, MSCError, UnsupportedOpError
+from mscgym.compiler.graph import Dim, MSCGraph, MSCNode, MSCTensor
+from mscgym.compiler.ops import SUPPORTED_OPS
+from mscgym.compiler.quant_spec import LayerQuant, QuantParams, QuantPlan
+from mscgym.compiler.relax_codec import eval_dim
+
+_WHERE = "onnx codegen"
+_MIN_OPSET = 18  # reduce ops take their axes as an input from opset 18 on
+_INT4_OPSET = 21
+_QTYPES = {"int8": TensorProto.INT8, "uint8": TensorProto.UINT8,
+           "int4": TensorProto.INT4, "uint4": TensorProto.UINT4}
+_UNARY = {"nn.relu": "Relu", "sigmoid": "Sigmoid", "tanh": "Tanh", "exp": "Exp", "log": "Log",
+          "sqrt": "Sqrt", "negative": "Neg", "abs": "Abs", "erf": "Erf"}
+_BINARY = {"add": "Add", "subtract": "Sub", "multiply": "Mul", "divide": "Div", "power": "Pow",
+           "maximum": "Max", "minimum": "Min"}
+_REDUCE = {"mean": "ReduceMean", "sum": "ReduceSum", "max": "ReduceMax", "min": "ReduceMin"}
+_KERNELS = ("msc.conv2d_bias", "nn.conv2d", "msc.linear", "msc.linear_bias", "matmul")
+# Ops g with fq(g(fq(x))) == fq(g(x)) for per-tensor fake-quant fq: output requantization
+# through them changes no value.
+_QUANT_TRANSPARENT = ("nn.relu", "clip", "nn.max_pool2d", "reshape", "flatten", "squeeze",
+                      "expand_dims", "permute_dims", "broadcast_to")
+
+
+def _elem_type(dtype: str, where: str) -> int:
+    try:
+        return helper.np_dtype_to_tensor_dtype(np.dtype(dtype))
+    except TypeError:
+        raise MSCError(f"{where}: dtype {dtype!r} has no ONNX tensor type") from None
+
+
+def _dtype_name(value: Any) -> str:
+    """A dtype attribute as JSON holds it: a dtype string or ``{"dtype": ...}``."""
+    return str(value["dtype"]) if isinstance(value, dict) else str(value)
+
+
+class _Builder:
+    """Emits the ONNX nodes and initializers of one MSCGraph."""
+
+    def __init__(
+        self,
+        graph: MSCGraph,
+        params: Mapping[str, Any],
+        quant: QuantPlan,
+        opset: int,
+        batch: int | None,
+        quantize_bias: bool,
+    ) -> None:
+        self.graph = graph
+        self.params = params
+        self.quant = quant
+        self.opset = opset
+        self.batch = batch
+        self.quantize_bias = quantize_bias
+        self.nodes: list[onnx.NodeProto] = []
+        self.initializers: list[TensorProto] = []
+        self.names: set[str] = set()
+        self.raw: dict[str, str] = {}  # MSC tensor -> ONNX value its producer writes
+        self.value: dict[str, str] = {}  # MSC tensor -> ONNX value its float consumers read
+        self.qdq: dict[tuple[str, QuantParams], str] = {}
+        self.weight_inputs: dict[str, str] = {}
+
+    # -- names, constants, nodes ---------------------------------------------------------
+    def _unique(self, base: str) -> str:
+        name, index = base, 1
+        while name in self.names:
+            name, index = f"{base}_{index}", index + 1
+        self.names.add(name)
+        return name
+
+    def const(self, base: str, data: np.ndarray) -> str:
+        name = self._unique(base)
+        self.initializers.append(numpy_helper.from_array(np.ascontiguousarray(data), name))
+        return name
+
+    def ints(self, base: str, values: list[int]) -> str:
+        return self.const(base, np.asarray(values, dtype=np.int64))
+
+    def emit(self, op_type: str, inputs: list[str], name: str, outputs: list[str] | None = None,
+             **attrs: Any) -> str:
+        """Add one ONNX node; returns its (first) output, a fresh name unless given."""
+        outs = outputs or [self._unique(f"{name}:out")]
+        self.nodes.append(helper.make_node(op_type, inputs, outs, name=self._unique(name),
+                                           **attrs))
+        return outs[0]
+
+    def dims(self, shape: tuple[Dim, ...]) -> list[Dim]:
+        """``shape`` with symbolic dims (names or expressions) evaluated when batch is fixed."""
+        if self.batch is None:
+            return list(shape)
+        return [int(eval_dim(d, lambda _name: self.batch)) for d in shape]
+
+    # -- operands --------------------------------------------------------------------------
+    def weight(self, node: MSCNode, role: str) -> np.ndarray:
+        tensor = node.weights.get(role)
+        if tensor is None:
+            raise GraphError(f"node {node.name!r} ({node.optype}) has no weight {role!r}")
+        if tensor.name not in self.params:
+            raise GraphError(f"graph {self.graph.name!r}: no value for weight {tensor.name!r} "
+                             f"of node {node.name!r}")
+        value = self.params[tensor.name]
+        data = np.asarray(value.detach().cpu().numpy() if hasattr(value, "detach") else value)
+        if tuple(data.shape) != tuple(tensor.shape):
+            raise GraphError(f"weight {tensor.name!r} of node {node.name!r} has shape "
+                             f"{tuple(data.shape)}, the graph says {tuple(tensor.shape)}")
+        return data.astype(tensor.dtype, copy=False)
+
+    def weight_input(self, node: MSCNode, role: str) -> str:
+        """The float initializer of a weight, named by its tensor (added once)."""
+        data = self.weight(node, role)
+        name = node.weights[role].name
+        if name not in self.weight_inputs:
+            self.weight_inputs[name] = self.const(name, data)
+        return self.weight_inputs[name]
+
+    def quantized_weight(self, node: MSCNode, data: np.ndarray, qp: QuantParams,
+                         base: str, axis: int | None) -> str:
+        """An integer initializer of ``data`` quantized by ``qp``, then DequantizeLinear."""
+        low, high = qp.qrange
+        shape = [1] * data.ndim
+        if axis is not None:
+            if len(qp.scale) != data.shape[axis]:
+                raise MSCError(f"quant plan for node {node.name!r}: {len(qp.scale)} weight "
+                               f"scales for {data.shape[axis]} channels on axis {axis}")
+            shape[axis] = len(qp.scale)
+        scale = qp.scale_array().reshape(shape)
+        zero = qp.zero_point_array().reshape(shape)
+        q = np.clip(np.round(data / scale) + zero, low, high).astype(np.int64)
+        qname = self._unique(f"{base}_quantized")
+        self.initializers.append(self._int_tensor(qname, qp.dtype, q))
+        return self._dequantize(qname, qp, base, axis, data.dtype)
+
+    def _int_tensor(self, name: str, dtype: str, values: np.ndarray) -> TensorProto:
+        if dtype in ("int8", "uint8"):
+            return numpy_helper.from_array(values.astype(dtype), name)
+        return helper.make_tensor(name, _QTYPES[dtype], list(values.shape),
+                                  values.flatten().tolist())
+
+    def _qparams(self, qp: QuantParams, base: str, float_dtype: Any) -> tuple[str, str]:
+        per_channel = qp.axis is not None
+        scale = qp.scale_array().astype(float_dtype)
+        zero = qp.zero_point_array()
+        scale_name = self.const(f"{base}_scale", scale if per_channel else scale.reshape(()))
+        zname = self._unique(f"{base}_zero_point")
+        self.initializers.append(
+            self._int_tensor(zname, qp.dtype, zero if per_channel else zero.reshape(())))
+        return scale_name, zname
+
+    def _dequantize(self, qname: str, qp: QuantParams, base: str, axis: int | None,
+                    float_dtype: Any) -> str:
+        scale, zero = self._qparams(qp, base, float_dtype)
+        attrs = {"axis": axis} if axis is not None else {}
+        out = self._unique(f"{base}_dequantized")
+        return self.emit("DequantizeLinear", [qname, scale, zero], f"{base}/DequantizeLinear",
+                         [out], **attrs)
+
+    def quantize_tensor(self, tensor: str, qp: QuantParams) -> str:
+        """``Q -> DQ`` on an activation; one pair per (tensor, params).
+
+        4-bit params are applied as a clip to their range followed by an 8-bit pair with
+        the same scale and zero point, which is the same fake-quant exactly (the clip
+        bounds lie on the grid): ONNX Runtime's QDQ fusion would otherwise feed int4
+        tensors to int8 kernels and to MaxPool, and TensorRT takes int4 weights only.
+        """
+        key = (tensor, qp)
+        if key in self.qdq:
+            return self.qdq[key]
+        float_dtype = np.dtype(self.graph.find_tensor(tensor).dtype)
+        source = self.raw[tensor]
+        container = qp
+        if qp.bits == 4:
+            source = self._clip_to_range(tensor, source, qp, float_dtype)
+            container = QuantParams("int8" if qp.signed else "uint8", qp.scale,
+                                    qp.zero_point, qp.axis)
+        scale, zero = self._qparams(container, tensor, float_dtype)
+        attrs = {"axis": qp.axis} if qp.axis is not None else {}
+        q = self.emit("QuantizeLinear", [source, scale, zero], f"{tensor}/QuantizeLinear",
+                      [self._unique(f"{tensor}_quantized")], **attrs)
+        out = self._unique(f"{tensor}_dequantized")
+        self.qdq[key] = self.emit("DequantizeLinear", [q, scale, zero],
+                                  f"{tensor}/DequantizeLinear", [out], **attrs)
+        return self.qdq[key]
+
+    def _clip_to_range(self, tensor: str, value: str, qp: QuantParams, float_dtype: Any
+                       ) -> str:
+        ndim = self.graph.find_tensor(tensor).ndim
+        shape = qp.broadcast_shape(ndim)
+        low, high = qp.qrange
+        scale = qp.scale_array().astype(np.float64)
+        zero = qp.zero_point_array().astype(np.float64)
+        bounds = [self.const(f"{tensor}_{label}",
+                             ((bound - zero) * scale).astype(float_dtype).reshape(shape))
+                  for label, bound in (("qmin", low), ("qmax", high))]
+        floor = self.emit("Max", [value, bounds[0]], f"{tensor}/clip_qmin")
+        return self.emit("Min", [floor, bounds[1]], f"{tensor}/clip_qmax")
+
+    def layer(self, node: MSCNode) -> LayerQuant | None:
+        return self.quant.get(node.name)
+
+    def data(self, node: MSCNode, index: int) -> str:
+        """The ONNX value node input ``index`` reads (fake-quantized for input 0 if planned)."""
+        tensor = node.inputs[index]
+        layer = self.layer(node)
+        if index == 0 and layer is not None and layer.input is not None:
+            return self.quantize_tensor(tensor, layer.input)
+        return self.value[tensor]
+
+    def kernel_weight(self, node: MSCNode, data: np.ndarray, axis_map: Callable[[int], int]
+                      ) -> str:
+        """The ``weight`` operand of a conv/linear/matmul: float, or pre-quantized + DQ."""
+        layer = self.layer(node)
+        name = node.weights["weight"].name
+        if layer is None or layer.weight is None:
+            if name not in self.weight_inputs:
+                self.weight_inputs[name] = self.const(name, data)
+            return self.weight_inputs[name]
+        qp = layer.weight
+        axis = None if qp.axis is None else axis_map(qp.axis % data.ndim)
+        self._check_int4(node, qp)
+        return self.quantized_weight(node, data, qp, name, axis)
+
+    def bias(self, node: MSCNode) -> str:
+        """The bias of a conv / 2-D linear: int32 + DQ when input and weight are 8-bit.
+
+        That is what ONNX Runtime's int8 kernels take (it costs at most half a step of
+        ``input_scale * weight_scale``); 4-bit layers have no such kernels, so there the
+        bias stays float and exact.
+        """
+        layer = self.layer(node)
+        data = self.weight(node, "bias")
+        if (not self.quantize_bias or layer is None or layer.input is None
+                or layer.weight is None or layer.input.axis is not None
+                or layer.input.bits != 8 or layer.weight.bits != 8):
+            return self.weight_input(node, "bias")
+        channels = data.shape[0]
+        scale = (layer.input.scale_array() * layer.weight.scale_array()).astype(np.float32)
+        if scale.size not in (1, channels):
+            raise MSCError(f"quant plan for node {node.name!r}: weight scales do not match "
+                           f"its {channels} bias channels")
+        scale = np.broadcast_to(scale, (channels,)) if layer.weight.axis is not None else scale
+        bound = np.iinfo(np.int32)
+        q = np.clip(np.round(data / scale), bound.min, bound.max).astype(np.int32)
+        base = node.weights["bias"].name
+        qname = self.const(f"{base}_quantized", q)
+        per_channel = scale.size > 1 or layer.weight.axis is not None
+        sname = self.const(f"{base}_scale",
+                           scale.astype(data.dtype) if per_channel
+                           else scale.reshape(()).astype(data.dtype))
+        zname = self.const(f"{base}_zero_point",
+                           np.zeros(scale.shape if per_channel else (), np.int32))
+        attrs = {"axis": 0} if per_channel else {}
+        return self.emit("DequantizeLinear", [qname, sname, zname],
+                         f"{base}/DequantizeLinear", [self._unique(f"{base}_dequantized")],
+                         **attrs)
+
+    def _check_int4(self, node: MSCNode, qp: QuantParams) -> None:
+        if qp.bits == 4 and self.opset < _INT4_OPSET:
+            raise MSCError(f"quant plan for node {node.name!r}: {qp.dtype} needs ONNX opset "
+                           f">= {_INT4_OPSET}, the model is built at opset {self.opset}")
+
+    # -- output requantization --------------------------------------------------------
+    def downstream_params(self, tensor: str) -> QuantParams | None:
+        """The one per-tensor params every use of ``tensor`` is fake-quantized with.
+
+        Follows ops through which fake-quant commutes; None when some use stays float.
+        """
+        if tensor in self.graph.output_names:
+            return None
+        found: set[QuantParams] = set()
+        consumers = self.graph.find_consumers(tensor)
+        if not consumers:
+            return None
+        for consumer in consumers:
+            layer = self.layer(consumer)
+            if layer is not None and layer.input is not None and consumer.inputs[0] == tensor:
+                if tensor in consumer.inputs[1:] or layer.input.axis is not None:
+                    return None
+                found.add(layer.input)
+            elif (consumer.optype in _QUANT_TRANSPARENT and consumer.inputs == [tensor]
+                  and len(consumer.outputs) == 1):
+                params = self.downstream_params(consumer.output.name)
+                if params is None:
+                    return None
+                found.add(params)
+            else:
+                return None
+        return found.pop() if len(found) == 1 else None
+
+    def finish_node(self, node: MSCNode) -> None:
+        """Publish the node's outputs, requantizing a quantized kernel's output if exact."""
+        for tensor in node.outputs:
+            self.value[tensor.name] = self.raw[tensor.name] = tensor.name
+        layer = self.layer(node)
+        if (node.optype in _KERNELS and layer is not None and layer.input is not None
+                and layer.weight is not None and layer.input.bits == layer.weight.bits == 8):
+            params = self.downstream_params(node.output.name)
+            if params is not None and params.bits == 8:
+                self.value[node.output.name] = self.quantize_tensor(node.output.name, params)
+
+
+# ------------------------------------------------------------------------------------------
+# Op emitters: each writes the node's outputs under their MSC tensor names.
+# ------------------------------------------------------------------------------------------
+Emitter = Callable[[_Builder, MSCNode], None]
+
+
+def _unsupported(node: MSCNode, detail: str = "") -> UnsupportedOpError:
+    op = f"{node.optype} ({detail})" if detail else node.optype
+    return UnsupportedOpError(op, node.name, _WHERE)
+
+
+def _in_shape(b: _Builder, node: MSCNode, index: int = 0) -> tuple[Dim, ...]:
+    return b.graph.find_tensor(node.inputs[index]).shape
+
+
+def _out(node: MSCNode) -> list[str]:
+    return [node.output.name]
+
+
+def _pads(padding: list[int], node: MSCNode) -> list[int]:
+    """Relax 2-D padding (1, 2 or 4 values: top, left, bottom, right) as ONNX pads.
+
+    ONNX orders pads [x1_begin, x2_begin, x1_end, x2_end], i.e. [top, left, bottom, right].
+    """
+    if len(padding) == 1:
+        return list(padding) * 4
+    if len(padding) == 2:
+        return [padding[0], padding[1], padding[0], padding[1]]
+    if len(padding) == 4:
+        return list(padding)
+    raise GraphError(f"node {node.name!r}: padding {padding} has {len(padding)} values, "
+                     "expected 1, 2 or 4")
+
+
+def _check_layout(node: MSCNode, **expected: str) -> None:
+    for key, want in expected.items():
+        got = node.attrs.get(key) or want
+        if got != want:
+            raise _unsupported(node, f"{key} {got}, only {want}")
+
+
+def _cast_output(b: _Builder, node: MSCNode, value: str, source_dtype: str) -> None:
+    """Cast a kernel's result to the node's dtype when its out_dtype differs from the input's."""
+    if node.output.dtype == source_dtype:
+        b.emit("Identity", [value], node.name, _out(node))
+        return
+    b.emit("Cast", [value], node.name, _out(node),
+           to=_elem_type(node.output.dtype, f"node {node.name!r}"))
+
+
+def _conv(b: _Builder, node: MSCNode) -> None:
+    _check_layout(node, data_layout="NCHW", kernel_layout="OIHW", out_layout="NCHW")
+    attrs = node.attrs
+    if node.args:  # conv2d of two activations
+        inputs = [b.data(node, 0), b.data(node, 1)]
+    else:
+        inputs = [b.data(node, 0), b.kernel_weight(node, b.weight(node, "weight"),
+                                                   lambda axis: axis)]
+        if "bias" in node.weights:
+            inputs.append(b.bias(node))
+    source_dtype = b.graph.find_tensor(node.inputs[0]).dtype
+    needs_cast = node.output.dtype != source_dtype
+    outputs = None if needs_cast else _out(node)
+    value = b.emit("Conv", inputs, node.name, outputs, strides=list(attrs["strides"]),
+                   pads=_pads(attrs["padding"], node), dilations=list(attrs["dilation"]),
+                   group=int(attrs["groups"]))
+    if needs_cast:
+        _cast_output(b, node, value, source_dtype)
+
+
+def _linear(b: _Builder, node: MSCNode) -> None:
+    weight = b.weight(node, "weight")
+    source = b.graph.find_tensor(node.inputs[0])
+    data = b.data(node, 0)
+    needs_cast = node.output.dtype != source.dtype
+    if source.ndim == 2:
+        inputs = [data, b.kernel_weight(node, weight, lambda axis: axis)]
+        if "bias" in node.weights:
+            inputs.append(b.bias(node))
+        value = b.emit("Gemm", inputs, node.name, None if needs_cast else _out(node), transB=1)
+    else:
+        transposed = np.ascontiguousarray(weight.T)
+        product = b.emit("MatMul", [data, b.kernel_weight(node, transposed,
+                                                          lambda axis: 1 - axis)],
+                         f"{node.name}/MatMul",
+                         None if needs_cast or "bias" in node.weights else _out(node))
+        if "bias" not in node.weights:
+            value = product
+        else:
+            value = b.emit("Add", [product, b.weight_input(node, "bias")], node.name,
+                           None if needs_cast else _out(node))
+    if needs_cast:
+        _cast_output(b, node, value, source.dtype)
+
+
+def _batch_norm(b: _Builder, node: MSCNode) -> None:
+    attrs = node.attrs
+    gamma, beta = b.weight(node, "gamma"), b.weight(node, "beta")
+    if not attrs.get("scale", True):
+        gamma = np.ones_like(gamma)
+    if not attrs.get("center", True):
+        beta = np.zeros_like(beta)
+    mean, var = b.weight(node, "mean"), b.weight(node, "var")
+    eps = float(attrs.get("epsilon", 1e-5))
+    rank = len(_in_shape(b, node))
+    axis = int(attrs.get("axis", 1)) % rank
+    if axis == 1:
+        names = [b.const(node.weights[r].name, v)
+                 for r, v in (("gamma", gamma), ("beta", beta), ("mean", mean), ("var", var))]
+        b.emit("BatchNormalization", [b.data(node, 0), *names], node.name, _out(node),
+               epsilon=eps)
+        return
+    shape = [1] * rank
+    shape[axis] = -1
+    scale = (gamma / np.sqrt(var + eps)).astype(gamma.dtype)
+    shift = (beta - mean * scale).astype(gamma.dtype)
+    scaled = b.emit("Mul", [b.data(node, 0), b.const(f"{node.name}.scale",
+                                                      scale.reshape(shape))], f"{node.name}/Mul")
+    b.emit("Add", [scaled, b.const(f"{node.name}.shift", shift.reshape(shape))], node.name,
+           _out(node))
+
+
+class _Args:
+    """Decodes a primitive node's ``args`` into ONNX operands."""
+
+    def __init__(self, b: _Builder, node: MSCNode) -> None:
+        self.b = b
+        self.node = node
+
+    def operand(self, arg: dict[str, Any], dtype: str | None = None) -> str:
+        kind = arg["kind"]
+        if kind == "input":
+            return self.b.data(self.node, arg["index"])
+        if kind == "weight":
+            if arg["role"] == "weight" and self.node.optype == "matmul":
+                data = self.b.weight(self.node, "weight")
+                return self.b.kernel_weight(self.node, data, lambda axis: axis)
+            return self.b.weight_input(self.node, arg["role"])
+        if kind == "prim":
+            value = float(arg["value"]) if arg["dtype"].startswith("float") else int(arg["value"])
+            return self.b.const(f"{self.node.name}/const",
+                                np.asarray(value, dtype=dtype or arg["dtype"]))
+        raise GraphError(f"node {self.node.name!r} ({self.node.optype}): argument of kind "
+                         f"{kind!r} cannot be an operand")
+
+    def ints(self, arg: dict[str, Any]) -> list[int]:
+        if arg["kind"] == "tuple":
+            return [v for item in arg["items"] for v in self.ints(item)]
+        if arg["kind"] == "prim" and not arg["dtype"].startswith("float"):
+            return [int(arg["value"])]
+        raise _unsupported(self.node, f"non-literal integer argument {arg}")
+
+
+def _primitive_inputs(b: _Builder, node: MSCNode) -> list[str]:
+    dtype = node.output.dtype
+    return [_Args(b, node).operand(a, dtype) for a in node.args]
+
+
+def _unary(op_type: str) -> Emitter:
+    def emit(b: _Builder, node: MSCNode) -> None:
+        b.emit(op_type, [b.data(node, 0)], node.name, _out(node))
+    return emit
+
+
+def _binary(op_type: str) -> Emitter:
+    def emit(b: _Builder, node: MSCNode) -> None:
+        b.emit(op_type, _primitive_inputs(b, node), node.name, _out(node))
+    return emit
+
+
+def _scalar(b: _Builder, node: MSCNode, label: str, value: float) -> str:
+    return b.const(f"{node.name}/{label}", np.asarray(value, dtype=node.output.dtype))
+
+
+def _rsqrt(b: _Builder, node: MSCNode) -> None:
+    root = b.emit("Sqrt", [b.data(node, 0)], f"{node.name}/Sqrt")
+    b.emit("Reciprocal", [root], node.name, _out(node))
+
+
+def _square(b: _Builder, node: MSCNode) -> None:
+    x = b.data(node, 0)
+    b.emit("Mul", [x, x], node.name, _out(node))
+
+
+def _silu(b: _Builder, node: MSCNode) -> None:
+    x = b.data(node, 0)
+    gate = b.emit("Sigmoid", [x], f"{node.name}/Sigmoid")
+    b.emit("Mul", [x, gate], node.name, _out(node))
+
+
+def _gelu(approximate: str) -> Emitter:
+    """Gelu from opset 20; before that its erf (or tanh) formula."""
+
+    def emit(b: _Builder, node: MSCNode) -> None:
+        x = b.data(node, 0)
+        if b.opset >= 20:
+            b.emit("Gelu", [x], node.name, _out(node), approximate=approximate)
+            return
+        if approximate == "tanh":
+            cube = b.emit("Mul", [x, b.emit("Mul", [x, x], f"{node.name}/square")],
+                          f"{node.name}/cube")
+            inner = b.emit("Add", [x, b.emit("Mul", [cube, _scalar(b, node, "c", 0.044715)],
+                                             f"{node.name}/scale_cube")], f"{node.name}/inner")
+            arg = b.emit("Mul", [inner, _scalar(b, node, "k", math.sqrt(2.0 / math.pi))],
+                         f"{node.name}/arg")
+            core = b.emit("Tanh", [arg], f"{node.name}/Tanh")
+        else:
+            arg = b.emit("Mul", [x, _scalar(b, node, "k", 1.0 / math.sqrt(2.0))],
+                         f"{node.name}/arg")
+            core = b.emit("Erf", [arg], f"{node.name}/Erf")
+        one_plus = b.emit("Add", [core, _scalar(b, node, "one", 1.0)], f"{node.name}/one_plus")
+        half_x = b.emit("Mul", [x, _scalar(b, node, "half", 0.5)], f"{node.name}/half_x")
+        b.emit("Mul", [half_x, one_plus], node.name, _out(node))
+
+    return emit
+
+
+def _clip(b: _Builder, node: MSCNode) -> None:
+    inputs = [b.data(node, 0)]
+    for label, arg in (("min", node.args[1]), ("max", node.args[2])):
+        if arg["kind"] != "prim":
+            raise _unsupported(node, f"non-literal {label} bound")
+        value = float(arg["value"])
+        inputs.append("" if math.isinf(value) else _scalar(b, node, label, value))
+    while inputs[-1] == "":
+        inputs.pop()
+    b.emit("Clip", inputs, node.name, _out(node))
+
+
+class _DimValue:
+    """A run-time dim (1-element int64 tensor) that arithmetic on builds ONNX nodes for.
+
+    ``eval_dim`` evaluates a symbolic dim expression (``"s77 * 8"``) with these in place
+    of the names, so the expression becomes Shape/Add/Sub/Mul/Div nodes.
+    """
+
+    def __init__(self, b: _Builder, node: MSCNode, value: str) -> None:
+        self.b, self.node, self.value = b, node, value
+
+    def _apply(self, op_type: str, other: _DimValue | int, reverse: bool = False) -> _DimValue:
+        rhs = (other.value if isinstance(other, _DimValue)
+               else self.b.ints(f"{self.node.name}/dim", [int(other)]))
+        operands = [rhs, self.value] if reverse else [self.value, rhs]
+        return _DimValue(self.b, self.node,
+                         self.b.emit(op_type, operands, f"{self.node.name}/dim_{op_type}"))
+
+    def __add__(self, other: _DimValue | int) -> _DimValue:
+        return self._apply("Add", other)
+
+    def __radd__(self, other: int) -> _DimValue:
+        return self._apply("Add", other, reverse=True)
+
+    def __sub__(self, other: _DimValue | int) -> _DimValue:
+        return self._apply("Sub", other)
+
+    def __rsub__(self, other: int) -> _DimValue:
+        return self._apply("Sub", other, reverse=True)
+
+    def __mul__(self, other: _DimValue | int) -> _DimValue:
+        return self._apply("Mul", other)
+
+    def __rmul__(self, other: int) -> _DimValue:
+        return self._apply("Mul", other, reverse=True)
+
+    def __floordiv__(self, other: _DimValue | int) -> _DimValue:  # dims are >= 0: Div floors
+        return self._apply("Div", other)
+
+    def __rfloordiv__(self, other: int) -> _DimValue:
+        return self._apply("Div", other, reverse=True)
+
+
+def _symbol_size(b: _Builder, node: MSCNode, symbol: str) -> _DimValue:
+    """The run-time size of the named dim ``symbol``, read with Shape from a tensor with it."""
+    for tensor in [node.inputs[0], *b.graph.input_names]:
+        shape = b.graph.find_tensor(tensor).shape
+        if symbol in shape:
+            axis = shape.index(symbol)
+            return _DimValue(b, node, b.emit("Shape", [b.value[tensor]], f"{node.name}/{symbol}",
+                                             start=axis, end=axis + 1))
+    raise GraphError(f"node {node.name!r}: no tensor of the graph has a dim named {symbol!r}, "
+                     "so its size is unknown at run time")
+
+
+def _shape_operand(b: _Builder, node: MSCNode, dims: list[Dim], keep: int) -> str:
+    """The int64 shape operand of a Reshape (``keep=0``) or an Expand (``keep=1``).
+
+    A symbolic dim the input has at the matching position (same index for Reshape,
+    right-aligned for Expand) becomes ``keep``, which both ops read as "the input's dim";
+    for Reshape one other symbolic dim becomes -1; any further ones are computed at run
+    time from the shapes of tensors that carry their names.
+    """
+    source = _in_shape(b, node)
+    offset = len(dims) - len(source) if keep == 1 else 0
+    if keep == 0 and 0 in dims:
+        raise _unsupported(node, "reshape to a zero-size dimension")
+    target: list[Dim] = []
+    for index, dim in enumerate(b.dims(tuple(dims))):
+        position = index - offset
+        same = isinstance(dim, str) and 0 <= position < len(source) and source[position] == dim
+        target.append(keep if same else dim)
+    symbolic = [i for i, d in enumerate(target) if isinstance(d, str)]
+    if keep == 0 and len(symbolic) == 1 and -1 not in target:
+        target[symbolic[0]] = -1
+        symbolic = []
+    if not symbolic:
+        return b.ints(f"{node.name}/shape", [int(d) for d in target])
+    pieces = []
+    for dim in target:
+        size = eval_dim(dim, lambda name: _symbol_size(b, node, name))
+        pieces.append(size.value if isinstance(size, _DimValue)
+                      else b.ints(f"{node.name}/dim", [int(size)]))
+    return b.emit("Concat", pieces, f"{node.name}/shape", axis=0)
+
+
+def _shape_arg(node: MSCNode) -> list[Dim]:
+    shape = next((a for a in node.args if a["kind"] == "shape"), None)
+    return list(shape["value"]) if shape is not None else list(node.output.shape)
+
+
+def _reshape(b: _Builder, node: MSCNode) -> None:
+    b.emit("Reshape", [b.data(node, 0), _shape_operand(b, node, _shape_arg(node), keep=0)],
+           node.name, _out(node))
+
+
+def _broadcast_to(b: _Builder, node: MSCNode) -> None:
+    b.emit("Expand", [b.data(node, 0), _shape_operand(b, node, _shape_arg(node), keep=1)],
+           node.name, _out(node))
+
+
+def _flatten(b: _Builder, node: MSCNode) -> None:
+    b.emit("Reshape", [b.data(node, 0), b.ints(f"{node.name}/shape", [-1])], node.name,
+           _out(node))
+
+
+def _permute_dims(b: _Builder, node: MSCNode) -> None:
+    axes = node.attrs.get("axes")
+    rank = len(_in_shape(b, node))
+    perm = [int(a) % rank for a in axes] if axes is not None else list(range(rank))[::-1]
+    b.emit("Transpose", [b.data(node, 0)], node.name, _out(node), perm=perm)
+
+
+def _concat(b: _Builder, node: MSCNode) -> None:
+    args = _Args(b, node)
+    items = node.args[0]["items"] if node.args[0]["kind"] == "tuple" else node.args
+    inputs = [args.operand(item, node.output.dtype) for item in items]
+    axis = node.attrs.get("axis")
+    if axis is None:
+        flat = b.ints(f"{node.name}/flat", [-1])
+        inputs = [b.emit("Reshape", [x, flat], f"{node.name}/flatten") for x in inputs]
+        axis = 0
+    b.emit("Concat", inputs, node.name, _out(node), axis=int(axis))
+
+
+def _strided_slice(b: _Builder, node: MSCNode) -> None:
+    args = _Args(b, node)
+    axes, begin, end = (args.ints(a) for a in node.args[1:4])
+    steps = args.ints(node.args[4]) if len(node.args) > 4 else [1] * len(axes)
+    inputs = [b.data(node, 0), b.ints(f"{node.name}/starts", begin),
+              b.ints(f"{node.name}/ends", end), b.ints(f"{node.name}/axes", axes),
+              b.ints(f"{node.name}/steps", steps)]
+    b.emit("Slice", inputs, node.name, _out(node))
+
+
+def _squeeze(b: _Builder, node: MSCNode) -> None:
+    source = _in_shape(b, node)
+    axes = node.attrs.get("axis")
+    candidates = range(len(source)) if axes is None else [int(a) % len(source) for a in axes]
+    # Relax drops a listed axis only where it is 1 (or symbolic); a static non-1 axis stays.
+    kept = [a for a in candidates if source[a] == 1 or (axes is not None
+                                                        and isinstance(source[a], str))]
+    if len(source) - len(kept) != node.output.ndim:
+        raise GraphError(f"node {node.name!r}: squeezing axes {kept} of {source} does not "
+                         f"give the rank of {node.output}")
+    b.emit("Squeeze", [b.data(node, 0), b.ints(f"{node.name}/axes", kept)], node.name,
+           _out(node))
+
+
+def _expand_dims(b: _Builder, node: MSCNode) -> None:
+    axes = [int(a) for a in node.attrs["axis"]]
+    b.emit("Unsqueeze", [b.data(node, 0), b.ints(f"{node.name}/axes", axes)], node.name,
+           _out(node))
+
+
+def _split(b: _Builder, node: MSCNode) -> None:
+    axis = int(node.attrs.get("axis", 0))
+    sizes = [t.shape[axis] for t in node.outputs]
+    if not all(isinstance(s, int) for s in sizes):
+        raise _unsupported(node, "split along a symbolic dim")
+    b.emit("Split", [b.data(node, 0), b.ints(f"{node.name}/split", sizes)], node.name,
+           [t.name for t in node.outputs], axis=axis)
+
+
+def _take(b: _Builder, node: MSCNode) -> None:
+    data, indices = _primitive_inputs(b, node)
+    source = _in_shape(b, node)
+    axis = node.attrs.get("axis")
+    if axis is None:
+        data = b.emit("Reshape", [data, b.ints(f"{node.name}/flat", [-1])],
+                      f"{node.name}/flatten")
+        size: Dim = math.prod(source) if all(isinstance(d, int) for d in source) else "?"
+        axis = 0
+    else:
+        axis = int(axis)
+        size = source[axis % len(source)]
+    mode = node.attrs.get("mode", "fast")
+    if mode in ("clip", "wrap"):
+        if not isinstance(size, int):
+            raise _unsupported(node, f"take mode {mode!r} along a symbolic dim")
+        index_arg = node.args[1]
+        index_dtype = (b.graph.find_tensor(node.inputs[index_arg["index"]]).dtype
+                       if index_arg["kind"] == "input" else node.weights[index_arg["role"]].dtype)
+        if mode == "clip":
+            low = b.const(f"{node.name}/low", np.asarray(0, index_dtype))
+            high = b.const(f"{node.name}/high", np.asarray(size - 1, index_dtype))
+            indices = b.emit("Clip", [indices, low, high], f"{node.name}/clip_indices")
+        else:
+            indices = b.emit("Mod", [indices, b.const(f"{node.name}/size",
+                                                      np.asarray(size, index_dtype))],
+                             f"{node.name}/wrap_indices")
+    b.emit("Gather", [data, indices], node.name, _out(node), axis=axis)
+
+
+def _reduce(op_type: str) -> Emitter:
+    def emit(b: _Builder, node: MSCNode) -> None:
+        inputs = [b.data(node, 0)]
+        axes = node.attrs.get("axis")
+        keepdims = int(bool(node.attrs.get("keepdims", False)))
+        extra: dict[str, Any] = {}
+        if axes is not None and len(axes) == 0:
+            extra["noop_with_empty_axes"] = 1
+        elif axes is not None:
+            inputs.append(b.ints(f"{node.name}/axes", [int(a) for a in axes]))
+        b.emit(op_type, inputs, node.name, _out(node), keepdims=keepdims, **extra)
+    return emit
+
+
+def _softmax(op_type: str) -> Emitter:
+    def emit(b: _Builder, node: MSCNode) -> None:
+        b.emit(op_type, [b.data(node, 0)], node.name, _out(node),
+               axis=int(node.attrs.get("axis", -1)))
+    return emit
+
+
+def _layer_norm(b: _Builder, node: MSCNode) -> None:
+    rank = len(_in_shape(b, node))
+    axes = sorted(int(a) % rank for a in node.attrs["axes"])
+    if axes != list(range(axes[0], rank)):
+        raise _unsupported(node, f"normalizing axes {node.attrs['axes']}, not trailing ones")
+    gamma = (b.weight_input(node, "gamma") if node.attrs.get("scale", True)
+             else b.const(f"{node.name}.gamma", np.ones_like(b.weight(node, "gamma"))))
+    inputs = [b.data(node, 0), gamma]
+    if node.attrs.get("center", True):
+        inputs.append(b.weight_input(node, "beta"))
+    b.emit("LayerNormalization", inputs, node.name, _out(node), axis=axes[0],
+           epsilon=float(node.attrs.get("epsilon", 1e-5)))
+
+
+def _pool(op_type: str) -> Emitter:
+    def emit(b: _Builder, node: MSCNode) -> None:
+        attrs = node.attrs
+        _check_layout(node, layout="NCHW", out_layout="NCHW")
+        extra: dict[str, Any] = {"dilations": list(attrs["dilation"])}
+        if op_type == "AveragePool":
+            extra["count_include_pad"] = int(bool(attrs.get("count_include_pad", False)))
+            if b.opset < 19:  # AveragePool takes dilations from opset 19 on
+                if any(d != 1 for d in extra.pop("dilations")):
+                    raise _unsupported(node, f"dilated average pooling at opset {b.opset}")
+        b.emit(op_type, [b.data(node, 0)], node.name, _out(node),
+               kernel_shape=list(attrs["pool_size"]), strides=list(attrs["strides"]),
+               pads=_pads(attrs["padding"], node),
+               ceil_mode=int(bool(attrs.get("ceil_mode", False))), **extra)
+    return emit
+
+
+def _adaptive_avg_pool2d(b: _Builder, node: MSCNode) -> None:
+    _check_layout(node, layout="NCHW", out_layout="NCHW")
+    source, target = _in_shape(b, node)[2:], node.output.shape[2:]
+    if tuple(target) == (1, 1):
+        b.emit("GlobalAveragePool", [b.data(node, 0)], node.name, _out(node))
+        return
+    static = all(isinstance(d, int) for d in (*source, *target))
+    if not static or any(s % t for s, t in zip(source, target, strict=True)):
+        raise _unsupported(node, f"output size {list(target)} from input {list(source)}; "
+                           "only a global pool or an exact divisor is supported")
+    kernel = [s // t for s, t in zip(source, target, strict=True)]
+    b.emit("AveragePool", [b.data(node, 0)], node.name, _out(node), kernel_shape=kernel,
+           strides=kernel)
+
+
+def _matmul(b: _Builder, node: MSCNode) -> None:
+    inputs = _primitive_inputs(b, node)
+    source_dtype = b.graph.find_tensor(node.inputs[0]).dtype
+    needs_cast = node.output.dtype != source_dtype
+    value = b.emit("MatMul", inputs, node.name, None if needs_cast else _out(node))
+    if needs_cast:
+        _cast_output(b, node, value, source_dtype)
+
+
+def _astype(b: _Builder, node: MSCNode) -> None:
+    dtype = _dtype_name(node.attrs["dtype"])
+    b.emit("Cast", [b.data(node, 0)], node.name, _out(node),
+           to=_elem_type(dtype, f"node {node.name!r}"))
+
+
+_EMITTERS: dict[str, Emitter] = {
+    "msc.conv2d_bias": _conv,
+    "nn.conv2d": _conv,
+    "msc.linear": _linear,
+    "msc.linear_bias": _linear,
+    "msc.batch_norm": _batch_norm,
+    "nn.batch_norm": _batch_norm,
+    **{op: _unary(onnx_op) for op, onnx_op in _UNARY.items()},
+    **{op: _binary(onnx_op) for op, onnx_op in _BINARY.items()},
+    **{op: _reduce(onnx_op) for op, onnx_op in _REDUCE.items()},
+    "rsqrt": _rsqrt,
+    "square": _square,
+    "nn.silu": _silu,
+    "nn.gelu": _gelu("none"),
+    "nn.gelu_tanh": _gelu("tanh"),
+    "clip": _clip,
+    "reshape": _reshape,
+    "broadcast_to": _broadcast_to,
+    "flatten": _flatten,
+    "permute_dims": _permute_dims,
+    "concat": _concat,
+    "strided_slice": _strided_slice,
+    "squeeze": _squeeze,
+    "expand_dims": _expand_dims,
+    "split": _split,
+    "take": _take,
+    "nn.softmax": _softmax("Softmax"),
+    "nn.log_softmax": _softmax("LogSoftmax"),
+    "nn.layer_norm": _layer_norm,
+    "nn.max_pool2d": _pool("MaxPool"),
+    "nn.avg_pool2d": _pool("AveragePool"),
+    "nn.adaptive_avg_pool2d": _adaptive_avg_pool2d,
+    "matmul": _matmul,
+    "astype": _astype,
+}
+_COMPOSITES = ("msc.conv2d_bias", "msc.linear", "msc.linear_bias", "msc.batch_norm")
+
+
+def _check_plan(graph: MSCGraph, quant: QuantPlan) -> None:
+    for name, layer in quant.items():
+        if name not in graph:
+            raise MSCError(f"quant plan names node {name!r}, which graph {graph.name!r} lacks")
+        node = graph.find_node(name)
+        if layer.input is not None and not node.inputs:
+            raise MSCError(f"quant plan quantizes the input of node {name!r}, which has none")
+        if layer.weight is not None and node.optype not in _KERNELS:
+            raise MSCError(f"quant plan quantizes the weight of node {name!r} ({node.optype}); "
+                           f"only {', '.join(_KERNELS)} have a quantizable weight")
+        if layer.weight is not None and "weight" not in node.weights:
+            raise MSCError(f"quant plan quantizes the weight of node {name!r}, which has no "
+                           "constant weight")
+
+
+def to_onnx(
+    graph: MSCGraph,
+    params: Mapping[str, np.ndarray],
+    quant: QuantPlan | None = None,
+    opset: int = 21,
+    batch: int | None = None,
+    quantize_bias: bool = True,
+) -> onnx.ModelProto:
+    """Build the ONNX model of ``graph`` with ``params`` as initializers.
+
+    ``quant`` adds QDQ nodes for its layers (see the module docstring). ``batch`` fixes
+    every symbolic dim to that size; otherwise they stay symbolic (``dim_param``).
+    ``quantize_bias=False`` keeps biases float, for consumers (TensorRT) that do not take
+    int32 DequantizeLinear inputs. The model passes ``onnx.checker`` with ``full_check``.
+    """
+    if not _MIN_OPSET <= opset <= onnx.defs.onnx_opset_version():
+        raise MSCError(f"onnx codegen supports opsets {_MIN_OPSET}.."
+                       f"{onnx.defs.onnx_opset_version()}, got {opset}")
+    if batch is not None and batch < 1:
+        raise MSCError(f"onnx codegen: batch must be >= 1, got {batch}")
+    quant = dict(quant or {})
+    _check_plan(graph, quant)
+    builder = _Builder(graph, params, quant, opset, batch, quantize_bias)
+    inputs = []
+    for tensor in graph.get_inputs():
+        builder.names.add(tensor.name)
+        builder.value[tensor.name] = builder.raw[tensor.name] = tensor.name
+        inputs.append(_value_info(builder, tensor))
+    for node in graph.nodes:
+        for tensor in node.outputs:
+            builder.names.add(tensor.name)
+    for node in graph.nodes:
+        if node.optype == "input":
+            continue
+        known = node.optype in _COMPOSITES or f"relax.{node.optype}" in SUPPORTED_OPS
+        emitter = _EMITTERS.get(node.optype)
+        if emitter is None or not known:
+            raise UnsupportedOpError(node.optype, node.name, _WHERE)
+        emitter(builder, node)
+        builder.finish_node(node)
+    outputs = [_value_info(builder, t) for t in graph.get_outputs()]
+    onnx_graph = helper.make_graph(builder.nodes, graph.name, inputs, outputs,
+                                   builder.initializers)
+    model = helper.make_model_gen_version(onnx_graph, producer_name="mscgym",
+                                          opset_imports=[helper.make_opsetid("", opset)])
+    onnx.checker.check_model(model, full_check=True)
+    return model
+
+
+def _value_info(builder: _Builder, tensor: MSCTensor) -> onnx.ValueInfoProto:
+    return helper.make_tensor_value_info(tensor.name, _elem_type(tensor.dtype, tensor.name),
+                                         builder.dims(tensor.shape))
+
+
+def save_onnx(model: onnx.ModelProto, path: str | os.PathLike[str]) -> None:
+    """Write ``model`` to ``path`` atomically (temp file in the same folder, then rename)."""
+    path = os.fspath(path)
+    data = model.SerializeToString()
+    folder = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=".onnx")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        os.unlink(tmp)
+        raise
