@@ -12,21 +12,18 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import torch
 
-from mscgym.compiler.analysis import graph_summary
-from mscgym.compiler.codegen.torch_codegen import to_torch
 from mscgym.compiler.errors import MSCError
 from mscgym.compiler.graph import MSCGraph
-from mscgym.compiler.quant_spec import LayerQuant, QuantPlan
-from mscgym.runtime.manager import RuntimeManager, example_inputs
-from mscgym.runtime.profiling import profile_runner
+from mscgym.compiler.quant_spec import QuantPlan
+from mscgym.runtime.manager import RuntimeManager
 from mscgym.runtime.registry import create_runner
 from mscgym.tasks.cache import EvaluationCache, fingerprint
+from mscgym.tasks.measure import Compressed, Measurement, measure, reference_outputs
 from mscgym.tasks.metrics import Metrics
 from mscgym.tasks.scorers import Scorer, get_scorer
 from mscgym.tasks.sources import ModelSource, Params, TaskData, params_hash, resolve_model
@@ -37,7 +34,6 @@ from mscgym.tasks.spaces import (
     SearchSpace,
 )
 from mscgym.tools import MSC_TOOL, create_tool
-from mscgym.tools.losses import distill_loss
 from mscgym.tools.quantizer import DEFAULT_INCLUDE
 
 TOOLS = ("quantize", "prune", "distill", "compress")
@@ -69,16 +65,6 @@ def quantizer_config(choice: str) -> dict[str, Any]:
     raise MSCError(f"unknown quantization choice {choice!r}; expected one of {QUANT_CHOICES}")
 
 
-@dataclass
-class Compressed:
-    """The model a plan describes: graph, weights, quant plan, and tool strategies."""
-
-    graph: MSCGraph
-    params: Params
-    quant: QuantPlan
-    strategies: dict[str, Any] = field(default_factory=dict)
-
-
 class Task:
     """One compression problem; see the module docstring."""
 
@@ -98,7 +84,7 @@ class Task:
         profile_warmup: int = 5,
         quant_choices: Sequence[str] = QUANT_CHOICES,
         densities: Sequence[float] = DENSITY_CHOICES,
-        student: Mapping[str, Any] | None = None,
+        student: Mapping[str, Any] | Compressed | None = None,
         cache_dir: str | os.PathLike[str] | None = None,
         example_inputs: Sequence[torch.Tensor] | None = None,
     ) -> None:
@@ -121,7 +107,8 @@ class Task:
         self.densities = tuple(float(d) for d in densities)
         if any(not 0 < d <= 1 for d in self.densities):
             raise MSCError(f"densities must lie in (0, 1], got {self.densities}")
-        self.student = dict(student or {"prune": 0.5})
+        self.student: Mapping[str, Any] | Compressed = (
+            student if isinstance(student, Compressed) else dict(student or {"prune": 0.5}))
         self.cache = EvaluationCache(cache_dir)
         self._calibrations: dict[str, QuantPlan] = {}
         self._teacher_outputs: np.ndarray | None = None
@@ -158,9 +145,16 @@ class Task:
             "device": self.device,
             "runner_options": dict(self.runner_options),
             "profile": {"repeat": self.profile_repeat, "warmup": self.profile_warmup},
-            "student": dict(self.student),
+            "student": self._student_json(),
             "seed": self.seed,
         }
+
+    def _student_json(self) -> dict[str, Any]:
+        if isinstance(self.student, Compressed):
+            return {"graph": self.student.graph.name,
+                    "weight_hash": params_hash(self.student.params),
+                    "quantized": sorted(self.student.quant)}
+        return dict(self.student)
 
     # -- search space -------------------------------------------------------------------
     def quantizable_layers(self, graph: MSCGraph | None = None) -> list[str]:
@@ -258,6 +252,23 @@ class Task:
             return self.data.train_inputs, self.data.train_labels
         return np.concatenate(self.data.calibration), None
 
+    def _student(self, strategies: dict[str, Any]) -> tuple[MSCGraph, Params, QuantPlan]:
+        """The model distillation starts from: given, or the float model compressed by
+        the ``student`` recipe ({"prune": density, "quantize": choice})."""
+        if isinstance(self.student, Compressed):
+            return self.student.graph, self.student.params, dict(self.student.quant)
+        densities = {g[0]: float(self.student.get("prune", 1.0)) for g in self.prune_groups()}
+        graph, params, prune_strategy = self._prune(self.graph, self.params, densities)
+        if prune_strategy is not None:
+            strategies["prune"] = prune_strategy
+        quant: QuantPlan = {}
+        choice = self.student.get("quantize")
+        if choice:
+            quant = self._quantize(graph, params, dict.fromkeys(
+                self.quantizable_layers(graph), choice))
+            strategies["quantize"] = {k: v.to_json() for k, v in quant.items()}
+        return graph, params, quant
+
     def compressed(self, plan: Mapping[str, Any]) -> Compressed:
         """Build the model ``plan`` describes (no measurement)."""
         plan = self.space.validate(plan)
@@ -269,15 +280,7 @@ class Task:
         strategies: dict[str, Any] = {}
         quant: QuantPlan = {}
         if self.tool == "distill":
-            base_density = float(self.student.get("prune", 1.0))
-            densities = {g[0]: base_density for g in self.prune_groups()}
-            graph, params, prune_strategy = self._prune(graph, params, densities)
-            if prune_strategy is not None:
-                strategies["prune"] = prune_strategy
-            base_quant = self.student.get("quantize")
-            if base_quant:
-                quant = self._quantize(graph, params, {
-                    layer: base_quant for layer in self.quantizable_layers(graph)})
+            graph, params, quant = self._student(strategies)
             params, strategies["distill"] = self._distill(graph, params, quant,
                                                           by_tool["distill"])
         else:
@@ -305,35 +308,18 @@ class Task:
     def teacher_outputs(self) -> np.ndarray:
         """Float model outputs on the evaluation inputs (torch codegen, computed once)."""
         if self._teacher_outputs is None:
-            module = to_torch(self.graph, self.params)
-            self._teacher_outputs = _batched(lambda x: _first(module(torch.from_numpy(x))),
-                                             self.data.eval_inputs)
+            self._teacher_outputs = reference_outputs(self.graph, self.params,
+                                                      self.data.eval_inputs)
         return self._teacher_outputs
+
+    @property
+    def measurement(self) -> Measurement:
+        return Measurement(self.runner, self.device, dict(self.runner_options),
+                           self.profile_repeat, self.profile_warmup, self.seed)
 
     def measure(self, model: Compressed) -> Metrics:
         """Accuracy, distillation loss and latency of ``model`` on the task's runner."""
-        runner = create_runner(self.runner, self.device, self.runner_options)
-        runner.build(model.graph, model.params, model.quant)
-        outputs = _batched(lambda x: runner.run([x])[0], self.data.eval_inputs)
-        accuracy = None
-        if self.data.eval_labels is not None:
-            accuracy = float(np.mean(outputs.argmax(-1) == self.data.eval_labels))
-        stats = profile_runner(runner, example_inputs(model.graph, 1, self.seed),
-                               repeat=self.profile_repeat, warmup=self.profile_warmup)
-        summary = graph_summary(model.graph)["totals"]
-        return Metrics(
-            distill_loss=distill_loss(self.teacher_outputs(), outputs),
-            accuracy=accuracy,
-            latency_ms=stats.median_ms,
-            latency_p90_ms=stats.p90_ms,
-            latency_iqr_ms=stats.iqr_ms,
-            size_bytes=model_size_bytes(model),
-            params=int(summary["params"]),
-            flops=int(summary["flops"]),
-            runner=self.runner,
-            device=self.device,
-            target=stats.target,
-        )
+        return measure(model, self.data, self.teacher_outputs(), self.measurement)
 
     def plan_key(self, plan: Mapping[str, Any]) -> str:
         return fingerprint({"task": {k: v for k, v in self.describe().items()
@@ -376,31 +362,3 @@ class Task:
 
     def objectives(self, metrics: Metrics) -> tuple[float, float]:
         return self.scorer.objectives(metrics, self.baseline)
-
-
-def model_size_bytes(model: Compressed) -> int:
-    """Bytes of the weights as deployed: quantized weights at their bit width (+ scales)."""
-    total = 0
-    for node in model.graph.nodes:
-        layer: LayerQuant | None = model.quant.get(node.name)
-        for role, tensor in node.weights.items():
-            count = tensor.numel()
-            if role == "weight" and layer is not None and layer.weight is not None:
-                bits = layer.weight.bits
-                total += (count * bits + 7) // 8 + 8 * len(layer.weight.scale)
-            else:
-                total += count * np.dtype(tensor.dtype).itemsize
-    return int(total)
-
-
-def _first(value: Any) -> np.ndarray:
-    if isinstance(value, tuple | list):
-        value = value[0]
-    return value.detach().cpu().numpy() if isinstance(value, torch.Tensor) else np.asarray(value)
-
-
-def _batched(fn: Any, inputs: np.ndarray, batch: int = 256) -> np.ndarray:
-    with torch.no_grad():
-        parts = [np.asarray(fn(np.ascontiguousarray(inputs[i:i + batch])))
-                 for i in range(0, len(inputs), batch)]
-    return np.concatenate(parts)

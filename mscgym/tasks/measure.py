@@ -1,0 +1,106 @@
+"""Measure a compressed model: accuracy and distillation loss on held-out inputs, latency
+and size. Shared by tasks (every evaluation) and the pipeline (every stage)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from mscgym.compiler.analysis import graph_summary
+from mscgym.compiler.codegen.torch_codegen import to_torch
+from mscgym.compiler.graph import MSCGraph
+from mscgym.compiler.quant_spec import LayerQuant, QuantPlan
+from mscgym.runtime.manager import example_inputs
+from mscgym.runtime.profiling import profile_runner
+from mscgym.runtime.registry import create_runner
+from mscgym.tasks.metrics import Metrics
+from mscgym.tasks.sources import Params, TaskData
+from mscgym.tools.losses import distill_loss
+
+
+@dataclass
+class Compressed:
+    """The model a plan describes: graph, weights, quant plan, and tool strategies."""
+
+    graph: MSCGraph
+    params: Params
+    quant: QuantPlan
+    strategies: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Measurement:
+    """Where and how to measure: runner, device, profiling settings."""
+
+    runner: str = "onnxruntime"
+    device: str = "cpu"
+    runner_options: Mapping[str, Any] = field(default_factory=dict)
+    repeat: int = 30
+    warmup: int = 5
+    seed: int = 0
+
+
+def batched(fn: Callable[[np.ndarray], Any], inputs: np.ndarray, batch: int = 256) -> np.ndarray:
+    """Concatenated outputs of ``fn`` over ``inputs`` in batches (first output only)."""
+    parts = []
+    with torch.no_grad():
+        for i in range(0, len(inputs), batch):
+            value = fn(np.ascontiguousarray(inputs[i:i + batch]))
+            if isinstance(value, tuple | list):
+                value = value[0]
+            if isinstance(value, torch.Tensor):
+                value = value.detach().cpu().numpy()
+            parts.append(np.asarray(value))
+    return np.concatenate(parts)
+
+
+def reference_outputs(graph: MSCGraph, params: Params, inputs: np.ndarray,
+                      quant: QuantPlan | None = None) -> np.ndarray:
+    """Outputs of the graph's torch codegen (the float teacher when ``quant`` is None)."""
+    module = to_torch(graph, params, quant).eval()
+    return batched(lambda x: module(torch.from_numpy(x)), inputs)
+
+
+def model_size_bytes(model: Compressed) -> int:
+    """Bytes of the weights as deployed: quantized weights at their bit width (+ scales)."""
+    total = 0
+    for node in model.graph.nodes:
+        layer: LayerQuant | None = model.quant.get(node.name)
+        for role, tensor in node.weights.items():
+            count = tensor.numel()
+            if role == "weight" and layer is not None and layer.weight is not None:
+                total += (count * layer.weight.bits + 7) // 8 + 8 * len(layer.weight.scale)
+            else:
+                total += count * np.dtype(tensor.dtype).itemsize
+    return int(total)
+
+
+def measure(model: Compressed, data: TaskData, teacher: np.ndarray,
+            how: Measurement) -> Metrics:
+    """Accuracy, distillation loss against ``teacher`` outputs, latency and size."""
+    runner = create_runner(how.runner, how.device, dict(how.runner_options))
+    runner.build(model.graph, model.params, model.quant)
+    outputs = batched(lambda x: runner.run([x])[0], data.eval_inputs)
+    accuracy = None
+    if data.eval_labels is not None:
+        accuracy = float(np.mean(outputs.argmax(-1) == data.eval_labels))
+    stats = profile_runner(runner, example_inputs(model.graph, 1, how.seed), repeat=how.repeat,
+                           warmup=how.warmup)
+    totals = graph_summary(model.graph)["totals"]
+    return Metrics(
+        distill_loss=distill_loss(teacher, outputs),
+        accuracy=accuracy,
+        latency_ms=stats.median_ms,
+        latency_p90_ms=stats.p90_ms,
+        latency_iqr_ms=stats.iqr_ms,
+        size_bytes=model_size_bytes(model),
+        params=int(totals["params"]),
+        flops=int(totals["flops"]),
+        runner=how.runner,
+        device=how.device,
+        target=stats.target,
+    )
