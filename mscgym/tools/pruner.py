@@ -1,0 +1,365 @@
+"""Structured channel pruning by weight norm: the pruned graph is really smaller.
+
+The pruner ranks the output channels of each channel group (see
+:mod:`mscgym.tools.prune_groups`) by the L1 or L2 norm of their filters (summed over
+the group's layers when a residual add ties several together) and keeps the top-k.
+``transform`` then slices every weight those channels touch and rewrites the shapes
+of the graph (weights, activations, reshape targets, depthwise ``groups``), so every
+codegen builds a smaller model, not a masked one.
+
+Config::
+
+    {"density": 0.5,            # kept fraction of channels per group, in (0, 1]
+     "norm": "l1",              # or "l2"
+     "mode": "uniform",         # or "global": one budget for the whole model
+     "budget": {"params": 0.5}, # global mode: kept fraction of params or {"flops": f}
+     "layers": {"conv1": {"density": 0.75}, "conv2": {"skip": true}},
+     "min_channels": 1,         # every group keeps at least this many channels
+     "round_to": 1}             # kept counts are multiples of this (or all channels)
+
+In global mode the channels of all groups compete on their norm divided by the mean
+norm of their group, and the pruner keeps the best ones until the budget is met
+(layers with their own density or ``skip`` are left out of the competition).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+
+from mscgym.compiler.analysis import graph_costs
+from mscgym.compiler.errors import MSCError
+from mscgym.compiler.graph import Dim, MSCGraph
+from mscgym.tools.base import MSC_TOOL, BaseTool, Params, ToolConfigError
+from mscgym.tools.prune_groups import (
+    CONV_OPS,
+    ChannelAnalysis,
+    ChannelGroup,
+    analyze,
+    describe,
+)
+
+_CONFIG_KEYS = {"density", "norm", "layers", "mode", "budget", "min_channels", "round_to"}
+_NORMS = ("l1", "l2")
+_MODES = ("uniform", "global")
+_BUDGETS = ("params", "flops")
+_GROUP_KEYS = {"name", "layers", "channels", "density", "keep"}
+
+
+def _fraction(value: Any, where: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value <= 1:
+        raise ToolConfigError(f"{where}: expected a number in (0, 1], got {value!r}")
+    return float(value)
+
+
+def _positive_int(value: Any, where: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ToolConfigError(f"{where}: expected an integer >= 1, got {value!r}")
+    return value
+
+
+def _choice(value: Any, choices: tuple[str, ...], where: str) -> str:
+    if value not in choices:
+        raise ToolConfigError(f"{where}: expected one of {list(choices)}, got {value!r}")
+    return str(value)
+
+
+def model_cost(graph: MSCGraph) -> dict[str, int]:
+    """Parameters (all weights), conv parameters and FLOPs of one sample."""
+    layers = graph_costs(graph)
+    return {"params": sum(layer.params for layer in layers),
+            "conv_params": sum(layer.params for layer in layers if layer.optype in CONV_OPS),
+            "flops": sum(layer.flops for layer in layers)}
+
+
+class Pruner(BaseTool):
+    """Prunes output channels of conv/linear layers, group by group, by weight norm."""
+
+    kind = MSC_TOOL.PRUNE
+
+    def __init__(self, graph: MSCGraph, params: Params, config: dict[str, Any] | None) -> None:
+        super().__init__(graph, params, config)
+        self.analysis = analyze(graph)
+        self._groups = {g.name: g for g in self.analysis.prunable()}
+        self._validate()
+        self._importance = {name: self._group_importance(g) for name, g in self._groups.items()}
+        self._keep = self._plan()
+
+    # -- config -----------------------------------------------------------------------
+    def _validate(self) -> None:
+        config = self.config
+        self.check_keys(config, _CONFIG_KEYS, "pruner config")
+        self.density = _fraction(config.get("density", 0.5), "config key 'density'")
+        self.norm = _choice(config.get("norm", "l1"), _NORMS, "config key 'norm'")
+        self.mode = _choice(config.get("mode", "uniform"), _MODES, "config key 'mode'")
+        self.min_channels = _positive_int(config.get("min_channels", 1),
+                                          "config key 'min_channels'")
+        self.round_to = _positive_int(config.get("round_to", 1), "config key 'round_to'")
+        budget = config.get("budget")
+        if budget is not None and self.mode != "global":
+            raise ToolConfigError("config key 'budget': only used with mode 'global' "
+                                  f"(mode is {self.mode!r})")
+        budget = {"params": self.density} if budget is None else budget
+        if not isinstance(budget, dict) or len(budget) != 1:
+            raise ToolConfigError(f"config key 'budget': expected one of "
+                                  f"{[{k: 0.5} for k in _BUDGETS]}, got {budget!r}")
+        (metric, target), = budget.items()
+        self.budget = (_choice(metric, _BUDGETS, "config key 'budget'"),
+                       _fraction(target, f"config key 'budget.{metric}'"))
+        layers = config.get("layers", {})
+        if not isinstance(layers, dict):
+            raise ToolConfigError(f"config key 'layers': expected a mapping of layer name to "
+                                  f"{{'density': d}} or {{'skip': true}}, got {layers!r}")
+        self.layer_density: dict[str, float | None] = {}
+        for name, setting in layers.items():
+            key = f"layers.{name}"
+            self._check_prunable(name, "config key 'layers'")
+            if not isinstance(setting, dict) or len(setting) != 1 or not (
+                    set(setting) <= {"density", "skip"}):
+                raise ToolConfigError(f"config key '{key}': expected {{'density': d}} or "
+                                      f"{{'skip': true}}, got {setting!r}")
+            if "skip" in setting:
+                if setting["skip"] is not True:
+                    raise ToolConfigError(f"config key '{key}.skip': expected true, got "
+                                          f"{setting['skip']!r}")
+                self.layer_density[name] = None
+            else:
+                self.layer_density[name] = _fraction(setting["density"],
+                                                     f"config key '{key}.density'")
+
+    def _check_prunable(self, layer: str, where: str) -> ChannelGroup:
+        self.check_layer(layer, where)
+        group = self.analysis.group_of_layer().get(layer)
+        if group is None:
+            optype = self.graph.find_node(layer).optype
+            raise ToolConfigError(f"{where}: layer {layer!r} ({optype}) is not a conv or linear "
+                                  "layer, so it has no output channels to prune")
+        if not group.prunable:
+            why = group.blocked or "it has a single channel"
+            raise ToolConfigError(f"{where}: layer {layer!r} cannot be pruned ({why}); "
+                                  f"prunable layers: {self.prunable_layers()}")
+        return group
+
+    # -- queries ----------------------------------------------------------------------
+    def prunable_layers(self) -> list[str]:
+        return [m for g in self._groups.values() for m in g.members]
+
+    def groups(self) -> list[dict[str, Any]]:
+        """Every channel group: its layers, channel count, and why it is kept whole."""
+        return describe(self.analysis)
+
+    # -- planning ---------------------------------------------------------------------
+    def _group_importance(self, group: ChannelGroup) -> np.ndarray:
+        total = np.zeros(group.channels, dtype=np.float64)
+        for layer in group.members:
+            node = self.graph.find_node(layer)
+            name = node.weights["weight"].name
+            if name not in self.params:
+                raise MSCError(f"pruner: no value for weight {name!r} of layer {layer!r}")
+            flat = np.asarray(self.params[name], dtype=np.float64).reshape(group.channels, -1)
+            total += (np.abs(flat).sum(axis=1) if self.norm == "l1"
+                      else np.sqrt(np.square(flat).sum(axis=1)))
+        return total
+
+    def _top(self, name: str, count: int) -> np.ndarray:
+        order = np.argsort(-self._importance[name], kind="stable")
+        return np.sort(order[:count])
+
+    def _count(self, channels: int, density: float) -> int:
+        wanted = max(math.floor(density * channels + 0.5), self.min_channels, 1)
+        return min(channels, math.ceil(wanted / self.round_to) * self.round_to)
+
+    def _group_density(self, group: ChannelGroup) -> float | None:
+        """The density layer settings give the group (None: skipped), if any."""
+        settings = [self.layer_density[m] for m in group.members if m in self.layer_density]
+        if not settings:
+            return self.density
+        if any(s is None for s in settings):
+            return None
+        return max(s for s in settings if s is not None)
+
+    def _plan(self) -> dict[str, np.ndarray]:
+        counts: dict[str, int] = {}
+        free: list[str] = []
+        for name, group in self._groups.items():
+            explicit = any(m in self.layer_density for m in group.members)
+            if self.mode == "global" and not explicit:
+                free.append(name)
+                continue
+            density = self._group_density(group)
+            counts[name] = group.channels if density is None else self._count(group.channels,
+                                                                               density)
+        if free:
+            counts.update(self._allot(free, counts))
+        return {name: self._top(name, count) for name, count in counts.items()}
+
+    def _allot(self, free: list[str], fixed: dict[str, int]) -> dict[str, int]:
+        """Global mode: the fewest top-ranked channels that meet the budget (or the
+        closest plan to it)."""
+        metric, target = self.budget
+        goal = target * model_cost(self.graph)[metric]
+        scored = []
+        for index, name in enumerate(free):
+            importance = self._importance[name]
+            mean = importance.mean()
+            score = importance / mean if mean > 0 else np.ones_like(importance)
+            scored += [(-s, index, channel) for channel, s in enumerate(score)]
+        ranking = [free[index] for _, index, _ in sorted(scored)]
+
+        def counts_for(k: int) -> dict[str, int]:
+            taken = dict.fromkeys(free, 0)
+            for name in ranking[:k]:
+                taken[name] += 1
+            return {name: min(self._groups[name].channels,
+                              math.ceil(max(n, self.min_channels, 1) / self.round_to)
+                              * self.round_to) for name, n in taken.items()}
+
+        def cost(k: int) -> int:
+            counts = {**fixed, **counts_for(k)}
+            return model_cost(self.pruned_graph(counts))[metric]
+
+        low, high = 0, len(ranking)
+        while low < high:
+            middle = (low + high) // 2
+            if cost(middle) >= goal:
+                high = middle
+            else:
+                low = middle + 1
+        best = low
+        if low > 0 and abs(cost(low - 1) - goal) < abs(cost(low) - goal):
+            best = low - 1
+        return counts_for(best)
+
+    # -- effect -----------------------------------------------------------------------
+    def pruned_graph(self, counts: dict[str, int]) -> MSCGraph:
+        """The graph (shapes only, no weights) when each group keeps ``counts[group]``
+        channels; what a plan costs is measured on it."""
+        return _resize(self.graph, self.analysis, self.analysis.shapes(self.graph, counts))
+
+    def transform(self, graph: MSCGraph, params: Params) -> tuple[MSCGraph, Params]:
+        """The pruned graph and weights. ``params`` may be the dense weights (they are
+        sliced) or weights already of the pruned shapes (e.g. after fine-tuning the
+        pruned model), which pass through."""
+        analysis = self.analysis if graph is self.graph else analyze(graph)
+        keep = self._keep_for(graph, analysis)
+        counts = {name: len(kept) for name, kept in keep.items()}
+        shapes = analysis.shapes(graph, counts)
+        weights = graph.weight_tensors()
+        new_params = dict(params)
+        for item in analysis.slices:
+            if item.tensor not in weights:
+                continue
+            tensor = weights[item.tensor]
+            if item.tensor not in params:
+                raise MSCError(f"pruner: no value for weight {item.tensor!r}")
+            value = np.asarray(new_params[item.tensor])
+            if value.shape[item.axis] == tensor.shape[item.axis]:
+                value = np.take(value, item.indices(keep), axis=item.axis)
+            elif value.shape[item.axis] != shapes[item.tensor][item.axis]:
+                raise MSCError(f"pruner: weight {item.tensor!r} has shape {value.shape}; "
+                               f"expected the dense {tuple(tensor.shape)} or the pruned "
+                               f"{shapes[item.tensor]}")
+            new_params[item.tensor] = value
+        return _resize(graph, analysis, shapes), new_params
+
+    def _keep_for(self, graph: MSCGraph, analysis: ChannelAnalysis) -> dict[str, np.ndarray]:
+        groups = {g.name: g for g in analysis.prunable()}
+        for name in self._keep:
+            group = groups.get(name)
+            expected = self._groups[name]
+            if group is None or (group.members, group.channels) != (expected.members,
+                                                                    expected.channels):
+                raise MSCError(f"pruner: graph {graph.name!r} has no prunable channel group "
+                               f"{name!r} of {expected.channels} channels with layers "
+                               f"{expected.members}; transform the graph the pruner was "
+                               "created for")
+        return {name: kept for name, kept in self._keep.items()
+                if len(kept) < groups[name].channels}
+
+    # -- strategy ---------------------------------------------------------------------
+    def strategy(self) -> dict[str, Any]:
+        groups = []
+        for name, group in self._groups.items():
+            kept = self._keep[name]
+            groups.append({"name": name, "layers": list(group.members),
+                           "channels": group.channels,
+                           "density": round(len(kept) / group.channels, 6),
+                           "keep": [int(i) for i in kept]})
+        return {"groups": groups}
+
+    def set_strategy(self, strategy: dict[str, Any]) -> None:
+        """Adopt kept channels per group; groups the strategy omits are kept whole."""
+        if not isinstance(strategy, dict) or not isinstance(strategy.get("groups"), list):
+            raise ToolConfigError("pruner strategy: expected {'groups': [...]}")
+        self.check_keys(strategy, {"groups"}, "pruner strategy")
+        keep: dict[str, np.ndarray] = {}
+        for position, entry in enumerate(strategy["groups"]):
+            where = f"pruner strategy groups[{position}]"
+            if not isinstance(entry, dict):
+                raise ToolConfigError(f"{where}: expected an object, got {entry!r}")
+            self.check_keys(entry, _GROUP_KEYS, where)
+            layers = entry.get("layers")
+            if not isinstance(layers, list) or not layers:
+                raise ToolConfigError(f"{where}.layers: expected a non-empty list of layers")
+            group = self._check_prunable(layers[0], f"{where}.layers")
+            if sorted(layers) != sorted(group.members):
+                raise ToolConfigError(f"{where}.layers: {layers} is not a channel group; layer "
+                                      f"{layers[0]!r} is pruned together with {group.members}")
+            if group.name in keep:
+                raise ToolConfigError(f"{where}: group {group.name!r} is listed twice")
+            keep[group.name] = _kept_indices(entry.get("keep"), group.channels, f"{where}.keep")
+        self._keep = {name: keep.get(name, np.arange(g.channels))
+                      for name, g in self._groups.items()}
+
+    # -- reporting --------------------------------------------------------------------
+    def summary(self) -> dict[str, Any]:
+        """Params (all weights), conv params and FLOPs (one sample, as
+        :mod:`mscgym.compiler.analysis` counts them) before and after pruning, and the
+        groups: how many are prunable and pruned, and why the others are kept whole."""
+        counts = {name: len(kept) for name, kept in self._keep.items()}
+        before = model_cost(self.graph)
+        after = model_cost(self.pruned_graph(counts))
+        report: dict[str, Any] = {
+            key: {"before": before[key], "after": after[key],
+                  "ratio": after[key] / before[key] if before[key] else 1.0}
+            for key in before}
+        report["groups"] = {
+            "prunable": len(self._groups),
+            "pruned": sum(counts[n] < g.channels for n, g in self._groups.items()),
+            "blocked": {g.name: g.blocked for g in self.analysis.groups if g.blocked}}
+        return report
+
+
+def _kept_indices(value: Any, channels: int, where: str) -> np.ndarray:
+    if not isinstance(value, list) or not value:
+        raise ToolConfigError(f"{where}: expected a non-empty list of channel indices")
+    bad = [i for i in value if isinstance(i, bool) or not isinstance(i, int)
+           or not 0 <= i < channels]
+    if bad:
+        raise ToolConfigError(f"{where}: indices {bad[:5]} are out of range [0, {channels})")
+    if len(set(value)) != len(value):
+        raise ToolConfigError(f"{where}: channel indices repeat")
+    return np.array(sorted(value), dtype=np.int64)
+
+
+def _resize(graph: MSCGraph, analysis: ChannelAnalysis,
+            shapes: dict[str, tuple[Dim, ...]]) -> MSCGraph:
+    """A copy of ``graph`` with the new tensor shapes, reshape targets and groups."""
+    data = graph.to_json()
+    depthwise = set(analysis.depthwise)
+    for node in data["nodes"]:
+        for tensor in (*node["outputs"], *node["weights"].values()):
+            if tensor["name"] in shapes:
+                tensor["shape"] = list(shapes[tensor["name"]])
+        output = node["outputs"][0] if node["outputs"] else None
+        if node["optype"] == "reshape" and output and output["name"] in shapes:
+            old = graph.find_tensor(output["name"]).shape
+            for arg in node["args"]:
+                if arg.get("kind") == "shape":
+                    arg["value"] = [new if new != before else value for value, before, new
+                                    in zip(arg["value"], old, output["shape"], strict=True)]
+        if node["name"] in depthwise:
+            node["attrs"]["groups"] = int(node["weights"]["weight"]["shape"][0])
+    return MSCGraph.from_json(data)
