@@ -1,0 +1,139 @@
+"""The agent interface: ``agent.search(task_or_env, budget) -> SearchResult``.
+
+Every agent searches the same thing (a Task's search space, scored by the task's
+scorer) under the same budget rule (plans proposed, see :class:`Evaluator`), and
+returns the same result, so agents can be compared and their best plan replayed
+from the record.
+"""
+
+from __future__ import annotations
+
+import abc
+import os
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+from mscgym.agents.evaluator import Evaluator, pareto_front
+from mscgym.compiler.errors import MSCError
+from mscgym.records.record import Record, make_record
+from mscgym.tasks.metrics import Metrics
+from mscgym.tasks.task import Task
+
+
+@dataclass
+class SearchResult:
+    """What a search found and how it got there.
+
+    ``history`` has one entry per step: ``step``, ``plan``, ``metrics`` (JSON),
+    ``score``, ``best_score`` (best so far, this step included), ``objectives``
+    (the task's (quality, speed-up) pair), ``cached`` (answered from the task cache)
+    and ``phase`` (which part of the agent proposed it). ``pareto`` holds the history
+    entries no other entry dominates on ``objectives``, whatever the agent.
+    ``evaluations`` counts real (uncached) task evaluations, the baseline's included
+    when this search had to measure it. ``baseline_score`` is the uncompressed plan's.
+    """
+
+    best_plan: dict[str, Any]
+    best_metrics: Metrics
+    best_score: float
+    best_record: Record
+    history: list[dict[str, Any]]
+    pareto: list[dict[str, Any]]
+    evaluations: int
+    cache_stats: dict[str, Any]
+    wall_seconds: float
+    baseline_score: float = 0.0
+    agent: str = ""
+    budget: int = 0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "agent": self.agent,
+            "budget": self.budget,
+            "best_plan": self.best_plan,
+            "best_metrics": self.best_metrics.to_json(),
+            "best_score": self.best_score,
+            "best_record": self.best_record.to_json(),
+            "history": self.history,
+            "pareto": self.pareto,
+            "evaluations": self.evaluations,
+            "cache_stats": self.cache_stats,
+            "wall_seconds": self.wall_seconds,
+            "baseline_score": self.baseline_score,
+            "extra": self.extra,
+        }
+
+
+def resolve_task(task_or_env: Any) -> Task:
+    """The Task behind a Task, a CompressionEnv, or a Gymnasium wrapper around one."""
+    if isinstance(task_or_env, Task):
+        return task_or_env
+    env = getattr(task_or_env, "unwrapped", task_or_env)
+    task = getattr(env, "task", None)
+    if isinstance(task, Task):
+        return task
+    raise MSCError(f"agents search a Task or a CompressionEnv, got {type(task_or_env).__name__}")
+
+
+class Agent(abc.ABC):
+    """Base of all search agents.
+
+    Subclasses set ``name``, take their own options as keyword arguments (kept in
+    ``options`` for the record), and implement :meth:`_run`, which proposes plans
+    through the evaluator until it is done or the agent has nothing new to try.
+    """
+
+    name: ClassVar[str] = ""
+
+    def __init__(self, *, seed: int = 0, progress: bool = True,
+                 logdir: str | os.PathLike[str] | None = None,
+                 options: dict[str, Any] | None = None) -> None:
+        self.seed = int(seed)
+        self.progress = bool(progress)
+        self.logdir = logdir
+        self.options = dict(options or {})
+
+    def search(self, task_or_env: Any, budget: int) -> SearchResult:
+        """Search ``task_or_env`` (a Task or a CompressionEnv) with at most ``budget`` plans."""
+        task = resolve_task(task_or_env)
+        evaluator = Evaluator(task, budget, agent=self.name, progress=self.progress,
+                              logdir=self.logdir)
+        try:
+            extra = self._run(task, evaluator)
+        finally:
+            evaluator.close()
+        return self._result(task, evaluator, extra or {})
+
+    @abc.abstractmethod
+    def _run(self, task: Task, evaluator: Evaluator) -> dict[str, Any] | None:
+        """Propose plans through ``evaluator`` until it is done or nothing is left to try.
+
+        May return JSON facts about the run (e.g. the Optuna study name) for the result.
+        """
+
+    def _result(self, task: Task, evaluator: Evaluator, extra: dict[str, Any]
+                ) -> SearchResult:
+        best = evaluator.best
+        if best is None:
+            raise MSCError(f"agent {self.name!r} evaluated no plan")
+        metrics = evaluator.metrics[best["step"]]
+        info = {"agent": self.name, "seed": self.seed, "options": self.options,
+                "budget": evaluator.budget, "steps": evaluator.steps, **extra}
+        record = make_record(task, best["plan"], metrics,
+                             extra={**info, "evaluations": evaluator.real_evaluations})
+        return SearchResult(
+            best_plan=dict(best["plan"]),
+            best_metrics=metrics,
+            best_score=float(best["score"]),
+            best_record=record,
+            history=evaluator.history,
+            pareto=pareto_front(evaluator.history),
+            evaluations=evaluator.real_evaluations,
+            cache_stats=evaluator.cache_stats(),
+            wall_seconds=evaluator.wall_seconds,
+            baseline_score=evaluator.baseline_score,
+            agent=self.name,
+            budget=evaluator.budget,
+            extra=extra,
+        )

@@ -1,0 +1,47 @@
+"""``create_agent(name, **options)``: agents by name, options checked up front.
+
+Agent modules are imported on first use, so ``grid`` works where the optional
+reinforcement-learning dependency (stable-baselines3) is not installed.
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+from typing import Any
+
+from mscgym.agents.base import Agent
+from mscgym.compiler.errors import MSCError
+
+AGENTS: dict[str, tuple[str, str]] = {
+    "grid": ("mscgym.agents.grid", "GridAgent"),
+    "random": ("mscgym.agents.random_search", "RandomAgent"),
+    "greedy": ("mscgym.agents.greedy", "GreedyAgent"),
+    "optuna": ("mscgym.agents.optuna_agent", "OptunaAgent"),
+    "rl": ("mscgym.agents.rl", "PPOAgent"),
+}
+
+
+def agent_class(name: str) -> type[Agent]:
+    if name not in AGENTS:
+        raise MSCError(f"unknown agent {name!r}; expected one of {list(AGENTS)}")
+    module_name, class_name = AGENTS[name]
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as err:
+        if err.name == "stable_baselines3":
+            raise MSCError(f"agent {name!r} needs stable-baselines3 "
+                           f"(pip install 'mscgym[rl]')") from None
+        raise
+    return getattr(module, class_name)
+
+
+def create_agent(name: str, **options: Any) -> Agent:
+    """The agent ``name`` with ``options`` (its keyword arguments, e.g. seed, progress)."""
+    cls = agent_class(name)
+    accepted = [p for p in inspect.signature(cls.__init__).parameters if p != "self"]
+    unknown = sorted(set(options) - set(accepted))
+    if unknown:
+        raise MSCError(f"agent {name!r}: unknown options {unknown}; expected some of "
+                       f"{accepted}")
+    return cls(**options)
