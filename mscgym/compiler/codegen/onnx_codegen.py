@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import math
 import os
-import tempfile
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -44,6 +43,7 @@ from mscgym.compiler.graph import Dim, MSCGraph, MSCNode, MSCTensor
 from mscgym.compiler.ops import SUPPORTED_OPS
 from mscgym.compiler.quant_spec import LayerQuant, QuantParams, QuantPlan
 from mscgym.compiler.relax_codec import eval_dim
+from mscgym.utils.files import atomic_write_bytes
 
 _WHERE = "onnx codegen"
 _MIN_OPSET = 18  # reduce ops take their axes as an input from opset 18 on
@@ -94,7 +94,8 @@ class _Builder:
         self.quantize_bias = quantize_bias
         self.nodes: list[onnx.NodeProto] = []
         self.initializers: list[TensorProto] = []
-        self.names: set[str] = set()
+        self.names: set[str] = set()  # ONNX value and initializer names in use
+        self.node_names: set[str] = set()
         self.raw: dict[str, str] = {}  # MSC tensor -> ONNX value its producer writes
         self.value: dict[str, str] = {}  # MSC tensor -> ONNX value its float consumers read
         self.qdq: dict[tuple[str, QuantParams], str] = {}
@@ -110,7 +111,8 @@ class _Builder:
 
     def const(self, base: str, data: np.ndarray) -> str:
         name = self._unique(base)
-        self.initializers.append(numpy_helper.from_array(np.ascontiguousarray(data), name))
+        array = np.require(data, requirements="C")  # ascontiguousarray makes 0-d arrays 1-d
+        self.initializers.append(numpy_helper.from_array(array, name))
         return name
 
     def ints(self, base: str, values: list[int]) -> str:
@@ -120,8 +122,11 @@ class _Builder:
              **attrs: Any) -> str:
         """Add one ONNX node; returns its (first) output, a fresh name unless given."""
         outs = outputs or [self._unique(f"{name}:out")]
-        self.nodes.append(helper.make_node(op_type, inputs, outs, name=self._unique(name),
-                                           **attrs))
+        node_name, index = name, 1
+        while node_name in self.node_names:
+            node_name, index = f"{name}_{index}", index + 1
+        self.node_names.add(node_name)
+        self.nodes.append(helper.make_node(op_type, inputs, outs, name=node_name, **attrs))
         return outs[0]
 
     def dims(self, shape: tuple[Dim, ...]) -> list[Dim]:
@@ -245,6 +250,35 @@ class _Builder:
             return self.quantize_tensor(tensor, layer.input)
         return self.value[tensor]
 
+    def operand(self, node: MSCNode, arg: dict[str, Any], dtype: str | None = None) -> str:
+        """The ONNX value of one argument of a primitive node (prims in ``dtype``)."""
+        kind = arg["kind"]
+        if kind == "input":
+            return self.data(node, arg["index"])
+        if kind == "weight":
+            if arg["role"] == "weight" and node.optype == "matmul":
+                return self.kernel_weight(node, self.weight(node, "weight"), lambda axis: axis)
+            return self.weight_input(node, arg["role"])
+        if kind == "prim":
+            value = float(arg["value"]) if arg["dtype"].startswith("float") else int(arg["value"])
+            return self.const(f"{node.name}/const", np.asarray(value, dtype=dtype or arg["dtype"]))
+        raise GraphError(f"node {node.name!r} ({node.optype}): argument of kind {kind!r} "
+                         "cannot be an operand")
+
+    def source(self, node: MSCNode) -> MSCTensor:
+        """The tensor of a node's data operand: its first argument, else its first input."""
+        arg = node.args[0] if node.args else {"kind": "input", "index": 0}
+        if arg["kind"] == "weight":
+            return node.weights[arg["role"]]
+        if arg["kind"] != "input":
+            raise GraphError(f"node {node.name!r} ({node.optype}): first argument of kind "
+                             f"{arg['kind']!r} is not a tensor")
+        return self.graph.find_tensor(node.inputs[arg["index"]])
+
+    def x(self, node: MSCNode) -> str:
+        """The ONNX value of a node's data operand (see :meth:`source`)."""
+        return self.operand(node, node.args[0]) if node.args else self.data(node, 0)
+
     def kernel_weight(self, node: MSCNode, data: np.ndarray, axis_map: Callable[[int], int]
                       ) -> str:
         """The ``weight`` operand of a conv/linear/matmul: float, or pre-quantized + DQ."""
@@ -270,28 +304,24 @@ class _Builder:
         data = self.weight(node, "bias")
         if (not self.quantize_bias or layer is None or layer.input is None
                 or layer.weight is None or layer.input.axis is not None
-                or layer.input.bits != 8 or layer.weight.bits != 8):
+                or layer.input.bits != 8 or layer.weight.bits != 8
+                or layer.weight.axis not in (None, 0)):
             return self.weight_input(node, "bias")
         channels = data.shape[0]
-        scale = (layer.input.scale_array() * layer.weight.scale_array()).astype(np.float32)
-        if scale.size not in (1, channels):
-            raise MSCError(f"quant plan for node {node.name!r}: weight scales do not match "
-                           f"its {channels} bias channels")
-        scale = np.broadcast_to(scale, (channels,)) if layer.weight.axis is not None else scale
+        scale = (layer.input.scale_array() * layer.weight.scale_array()).astype(data.dtype)
+        per_channel = layer.weight.axis is not None
+        if per_channel:
+            scale = np.broadcast_to(scale, (channels,))
+        else:
+            scale = scale.reshape(())
         bound = np.iinfo(np.int32)
         q = np.clip(np.round(data / scale), bound.min, bound.max).astype(np.int32)
         base = node.weights["bias"].name
-        qname = self.const(f"{base}_quantized", q)
-        per_channel = scale.size > 1 or layer.weight.axis is not None
-        sname = self.const(f"{base}_scale",
-                           scale.astype(data.dtype) if per_channel
-                           else scale.reshape(()).astype(data.dtype))
-        zname = self.const(f"{base}_zero_point",
-                           np.zeros(scale.shape if per_channel else (), np.int32))
+        names = [self.const(f"{base}_quantized", q), self.const(f"{base}_scale", scale),
+                 self.const(f"{base}_zero_point", np.zeros(scale.shape, np.int32))]
         attrs = {"axis": 0} if per_channel else {}
-        return self.emit("DequantizeLinear", [qname, sname, zname],
-                         f"{base}/DequantizeLinear", [self._unique(f"{base}_dequantized")],
-                         **attrs)
+        return self.emit("DequantizeLinear", names, f"{base}/DequantizeLinear",
+                         [self._unique(f"{base}_dequantized")], **attrs)
 
     def _check_int4(self, node: MSCNode, qp: QuantParams) -> None:
         if qp.bits == 4 and self.opset < _INT4_OPSET:
@@ -349,10 +379,6 @@ def _unsupported(node: MSCNode, detail: str = "") -> UnsupportedOpError:
     return UnsupportedOpError(op, node.name, _WHERE)
 
 
-def _in_shape(b: _Builder, node: MSCNode, index: int = 0) -> tuple[Dim, ...]:
-    return b.graph.find_tensor(node.inputs[index]).shape
-
-
 def _out(node: MSCNode) -> list[str]:
     return [node.output.name]
 
@@ -379,13 +405,16 @@ def _check_layout(node: MSCNode, **expected: str) -> None:
             raise _unsupported(node, f"{key} {got}, only {want}")
 
 
-def _cast_output(b: _Builder, node: MSCNode, value: str, source_dtype: str) -> None:
-    """Cast a kernel's result to the node's dtype when its out_dtype differs from the input's."""
-    if node.output.dtype == source_dtype:
-        b.emit("Identity", [value], node.name, _out(node))
-        return
-    b.emit("Cast", [value], node.name, _out(node),
-           to=_elem_type(node.output.dtype, f"node {node.name!r}"))
+def _kernel_outputs(b: _Builder, node: MSCNode) -> list[str] | None:
+    """Where a conv/linear/matmul writes: the node's output, or a temporary to cast from
+    when its ``out_dtype`` differs from the input's dtype (see :func:`_finish_kernel`)."""
+    return _out(node) if node.output.dtype == b.source(node).dtype else None
+
+
+def _finish_kernel(b: _Builder, node: MSCNode, value: str) -> None:
+    if node.output.dtype != b.source(node).dtype:
+        b.emit("Cast", [value], f"{node.name}/Cast", _out(node),
+               to=_elem_type(node.output.dtype, f"node {node.name!r}"))
 
 
 def _conv(b: _Builder, node: MSCNode) -> None:
@@ -398,43 +427,37 @@ def _conv(b: _Builder, node: MSCNode) -> None:
                                                    lambda axis: axis)]
         if "bias" in node.weights:
             inputs.append(b.bias(node))
-    source_dtype = b.graph.find_tensor(node.inputs[0]).dtype
-    needs_cast = node.output.dtype != source_dtype
-    outputs = None if needs_cast else _out(node)
-    value = b.emit("Conv", inputs, node.name, outputs, strides=list(attrs["strides"]),
-                   pads=_pads(attrs["padding"], node), dilations=list(attrs["dilation"]),
-                   group=int(attrs["groups"]))
-    if needs_cast:
-        _cast_output(b, node, value, source_dtype)
+    value = b.emit("Conv", inputs, node.name, _kernel_outputs(b, node),
+                   strides=list(attrs["strides"]), pads=_pads(attrs["padding"], node),
+                   dilations=list(attrs["dilation"]), group=int(attrs["groups"]))
+    _finish_kernel(b, node, value)
 
 
 def _linear(b: _Builder, node: MSCNode) -> None:
+    """x @ W.T + b: Gemm(transB=1) on 2-D input, else MatMul with W.T stored + Add."""
     weight = b.weight(node, "weight")
-    source = b.graph.find_tensor(node.inputs[0])
-    data = b.data(node, 0)
-    needs_cast = node.output.dtype != source.dtype
-    if source.ndim == 2:
-        inputs = [data, b.kernel_weight(node, weight, lambda axis: axis)]
-        if "bias" in node.weights:
+    outputs = _kernel_outputs(b, node)
+    has_bias = "bias" in node.weights
+    if b.source(node).ndim == 2:
+        inputs = [b.data(node, 0), b.kernel_weight(node, weight, lambda axis: axis)]
+        if has_bias:
             inputs.append(b.bias(node))
-        value = b.emit("Gemm", inputs, node.name, None if needs_cast else _out(node), transB=1)
+        value = b.emit("Gemm", inputs, node.name, outputs, transB=1)
     else:
         transposed = np.ascontiguousarray(weight.T)
-        product = b.emit("MatMul", [data, b.kernel_weight(node, transposed,
-                                                          lambda axis: 1 - axis)],
-                         f"{node.name}/MatMul",
-                         None if needs_cast or "bias" in node.weights else _out(node))
-        if "bias" not in node.weights:
-            value = product
-        else:
-            value = b.emit("Add", [product, b.weight_input(node, "bias")], node.name,
-                           None if needs_cast else _out(node))
-    if needs_cast:
-        _cast_output(b, node, value, source.dtype)
+        value = b.emit("MatMul", [b.data(node, 0), b.kernel_weight(node, transposed,
+                                                                   lambda axis: 1 - axis)],
+                       f"{node.name}/MatMul" if has_bias else node.name,
+                       None if has_bias else outputs)
+        if has_bias:
+            value = b.emit("Add", [value, b.weight_input(node, "bias")], node.name, outputs)
+    _finish_kernel(b, node, value)
 
 
 def _batch_norm(b: _Builder, node: MSCNode) -> None:
     attrs = node.attrs
+    if attrs.get("training"):
+        raise _unsupported(node, "training mode, which normalizes by batch statistics")
     gamma, beta = b.weight(node, "gamma"), b.weight(node, "beta")
     if not attrs.get("scale", True):
         gamma = np.ones_like(gamma)
@@ -442,63 +465,40 @@ def _batch_norm(b: _Builder, node: MSCNode) -> None:
         beta = np.zeros_like(beta)
     mean, var = b.weight(node, "mean"), b.weight(node, "var")
     eps = float(attrs.get("epsilon", 1e-5))
-    rank = len(_in_shape(b, node))
+    rank = len(b.source(node).shape)
     axis = int(attrs.get("axis", 1)) % rank
     if axis == 1:
         names = [b.const(node.weights[r].name, v)
                  for r, v in (("gamma", gamma), ("beta", beta), ("mean", mean), ("var", var))]
-        b.emit("BatchNormalization", [b.data(node, 0), *names], node.name, _out(node),
+        b.emit("BatchNormalization", [b.x(node), *names], node.name, _out(node),
                epsilon=eps)
         return
     shape = [1] * rank
     shape[axis] = -1
     scale = (gamma / np.sqrt(var + eps)).astype(gamma.dtype)
     shift = (beta - mean * scale).astype(gamma.dtype)
-    scaled = b.emit("Mul", [b.data(node, 0), b.const(f"{node.name}.scale",
+    scaled = b.emit("Mul", [b.x(node), b.const(f"{node.name}.scale",
                                                       scale.reshape(shape))], f"{node.name}/Mul")
     b.emit("Add", [scaled, b.const(f"{node.name}.shift", shift.reshape(shape))], node.name,
            _out(node))
 
 
-class _Args:
-    """Decodes a primitive node's ``args`` into ONNX operands."""
-
-    def __init__(self, b: _Builder, node: MSCNode) -> None:
-        self.b = b
-        self.node = node
-
-    def operand(self, arg: dict[str, Any], dtype: str | None = None) -> str:
-        kind = arg["kind"]
-        if kind == "input":
-            return self.b.data(self.node, arg["index"])
-        if kind == "weight":
-            if arg["role"] == "weight" and self.node.optype == "matmul":
-                data = self.b.weight(self.node, "weight")
-                return self.b.kernel_weight(self.node, data, lambda axis: axis)
-            return self.b.weight_input(self.node, arg["role"])
-        if kind == "prim":
-            value = float(arg["value"]) if arg["dtype"].startswith("float") else int(arg["value"])
-            return self.b.const(f"{self.node.name}/const",
-                                np.asarray(value, dtype=dtype or arg["dtype"]))
-        raise GraphError(f"node {self.node.name!r} ({self.node.optype}): argument of kind "
-                         f"{kind!r} cannot be an operand")
-
-    def ints(self, arg: dict[str, Any]) -> list[int]:
-        if arg["kind"] == "tuple":
-            return [v for item in arg["items"] for v in self.ints(item)]
-        if arg["kind"] == "prim" and not arg["dtype"].startswith("float"):
-            return [int(arg["value"])]
-        raise _unsupported(self.node, f"non-literal integer argument {arg}")
+def _arg_ints(node: MSCNode, arg: dict[str, Any]) -> list[int]:
+    """The integers of a literal argument (a prim or a tuple of prims)."""
+    if arg["kind"] == "tuple":
+        return [v for item in arg["items"] for v in _arg_ints(node, item)]
+    if arg["kind"] == "prim" and not arg["dtype"].startswith("float"):
+        return [int(arg["value"])]
+    raise _unsupported(node, f"non-literal integer argument {arg}")
 
 
 def _primitive_inputs(b: _Builder, node: MSCNode) -> list[str]:
-    dtype = node.output.dtype
-    return [_Args(b, node).operand(a, dtype) for a in node.args]
+    return [b.operand(node, a, node.output.dtype) for a in node.args]
 
 
 def _unary(op_type: str) -> Emitter:
     def emit(b: _Builder, node: MSCNode) -> None:
-        b.emit(op_type, [b.data(node, 0)], node.name, _out(node))
+        b.emit(op_type, [b.x(node)], node.name, _out(node))
     return emit
 
 
@@ -513,17 +513,17 @@ def _scalar(b: _Builder, node: MSCNode, label: str, value: float) -> str:
 
 
 def _rsqrt(b: _Builder, node: MSCNode) -> None:
-    root = b.emit("Sqrt", [b.data(node, 0)], f"{node.name}/Sqrt")
+    root = b.emit("Sqrt", [b.x(node)], f"{node.name}/Sqrt")
     b.emit("Reciprocal", [root], node.name, _out(node))
 
 
 def _square(b: _Builder, node: MSCNode) -> None:
-    x = b.data(node, 0)
+    x = b.x(node)
     b.emit("Mul", [x, x], node.name, _out(node))
 
 
 def _silu(b: _Builder, node: MSCNode) -> None:
-    x = b.data(node, 0)
+    x = b.x(node)
     gate = b.emit("Sigmoid", [x], f"{node.name}/Sigmoid")
     b.emit("Mul", [x, gate], node.name, _out(node))
 
@@ -532,7 +532,7 @@ def _gelu(approximate: str) -> Emitter:
     """Gelu from opset 20; before that its erf (or tanh) formula."""
 
     def emit(b: _Builder, node: MSCNode) -> None:
-        x = b.data(node, 0)
+        x = b.x(node)
         if b.opset >= 20:
             b.emit("Gelu", [x], node.name, _out(node), approximate=approximate)
             return
@@ -556,7 +556,7 @@ def _gelu(approximate: str) -> Emitter:
 
 
 def _clip(b: _Builder, node: MSCNode) -> None:
-    inputs = [b.data(node, 0)]
+    inputs = [b.x(node)]
     for label, arg in (("min", node.args[1]), ("max", node.args[2])):
         if arg["kind"] != "prim":
             raise _unsupported(node, f"non-literal {label} bound")
@@ -611,7 +611,7 @@ class _DimValue:
 
 def _symbol_size(b: _Builder, node: MSCNode, symbol: str) -> _DimValue:
     """The run-time size of the named dim ``symbol``, read with Shape from a tensor with it."""
-    for tensor in [node.inputs[0], *b.graph.input_names]:
+    for tensor in [*node.inputs, *b.graph.input_names]:
         shape = b.graph.find_tensor(tensor).shape
         if symbol in shape:
             axis = shape.index(symbol)
@@ -629,7 +629,7 @@ def _shape_operand(b: _Builder, node: MSCNode, dims: list[Dim], keep: int) -> st
     for Reshape one other symbolic dim becomes -1; any further ones are computed at run
     time from the shapes of tensors that carry their names.
     """
-    source = _in_shape(b, node)
+    source = b.source(node).shape
     offset = len(dims) - len(source) if keep == 1 else 0
     if keep == 0 and 0 in dims:
         raise _unsupported(node, "reshape to a zero-size dimension")
@@ -658,31 +658,30 @@ def _shape_arg(node: MSCNode) -> list[Dim]:
 
 
 def _reshape(b: _Builder, node: MSCNode) -> None:
-    b.emit("Reshape", [b.data(node, 0), _shape_operand(b, node, _shape_arg(node), keep=0)],
+    b.emit("Reshape", [b.x(node), _shape_operand(b, node, _shape_arg(node), keep=0)],
            node.name, _out(node))
 
 
 def _broadcast_to(b: _Builder, node: MSCNode) -> None:
-    b.emit("Expand", [b.data(node, 0), _shape_operand(b, node, _shape_arg(node), keep=1)],
+    b.emit("Expand", [b.x(node), _shape_operand(b, node, _shape_arg(node), keep=1)],
            node.name, _out(node))
 
 
 def _flatten(b: _Builder, node: MSCNode) -> None:
-    b.emit("Reshape", [b.data(node, 0), b.ints(f"{node.name}/shape", [-1])], node.name,
+    b.emit("Reshape", [b.x(node), b.ints(f"{node.name}/shape", [-1])], node.name,
            _out(node))
 
 
 def _permute_dims(b: _Builder, node: MSCNode) -> None:
     axes = node.attrs.get("axes")
-    rank = len(_in_shape(b, node))
+    rank = len(b.source(node).shape)
     perm = [int(a) % rank for a in axes] if axes is not None else list(range(rank))[::-1]
-    b.emit("Transpose", [b.data(node, 0)], node.name, _out(node), perm=perm)
+    b.emit("Transpose", [b.x(node)], node.name, _out(node), perm=perm)
 
 
 def _concat(b: _Builder, node: MSCNode) -> None:
-    args = _Args(b, node)
     items = node.args[0]["items"] if node.args[0]["kind"] == "tuple" else node.args
-    inputs = [args.operand(item, node.output.dtype) for item in items]
+    inputs = [b.operand(node, item, node.output.dtype) for item in items]
     axis = node.attrs.get("axis")
     if axis is None:
         flat = b.ints(f"{node.name}/flat", [-1])
@@ -692,17 +691,16 @@ def _concat(b: _Builder, node: MSCNode) -> None:
 
 
 def _strided_slice(b: _Builder, node: MSCNode) -> None:
-    args = _Args(b, node)
-    axes, begin, end = (args.ints(a) for a in node.args[1:4])
-    steps = args.ints(node.args[4]) if len(node.args) > 4 else [1] * len(axes)
-    inputs = [b.data(node, 0), b.ints(f"{node.name}/starts", begin),
+    axes, begin, end = (_arg_ints(node, a) for a in node.args[1:4])
+    steps = _arg_ints(node, node.args[4]) if len(node.args) > 4 else [1] * len(axes)
+    inputs = [b.x(node), b.ints(f"{node.name}/starts", begin),
               b.ints(f"{node.name}/ends", end), b.ints(f"{node.name}/axes", axes),
               b.ints(f"{node.name}/steps", steps)]
     b.emit("Slice", inputs, node.name, _out(node))
 
 
 def _squeeze(b: _Builder, node: MSCNode) -> None:
-    source = _in_shape(b, node)
+    source = b.source(node).shape
     axes = node.attrs.get("axis")
     candidates = range(len(source)) if axes is None else [int(a) % len(source) for a in axes]
     # Relax drops a listed axis only where it is 1 (or symbolic); a static non-1 axis stays.
@@ -711,40 +709,33 @@ def _squeeze(b: _Builder, node: MSCNode) -> None:
     if len(source) - len(kept) != node.output.ndim:
         raise GraphError(f"node {node.name!r}: squeezing axes {kept} of {source} does not "
                          f"give the rank of {node.output}")
-    b.emit("Squeeze", [b.data(node, 0), b.ints(f"{node.name}/axes", kept)], node.name,
+    b.emit("Squeeze", [b.x(node), b.ints(f"{node.name}/axes", kept)], node.name,
            _out(node))
 
 
 def _expand_dims(b: _Builder, node: MSCNode) -> None:
     axes = [int(a) for a in node.attrs["axis"]]
-    b.emit("Unsqueeze", [b.data(node, 0), b.ints(f"{node.name}/axes", axes)], node.name,
+    b.emit("Unsqueeze", [b.x(node), b.ints(f"{node.name}/axes", axes)], node.name,
            _out(node))
-
-
-def _split(b: _Builder, node: MSCNode) -> None:
-    axis = int(node.attrs.get("axis", 0))
-    sizes = [t.shape[axis] for t in node.outputs]
-    if not all(isinstance(s, int) for s in sizes):
-        raise _unsupported(node, "split along a symbolic dim")
-    b.emit("Split", [b.data(node, 0), b.ints(f"{node.name}/split", sizes)], node.name,
-           [t.name for t in node.outputs], axis=axis)
 
 
 def _take(b: _Builder, node: MSCNode) -> None:
     data, indices = _primitive_inputs(b, node)
-    source = _in_shape(b, node)
+    source = b.source(node).shape
     axis = node.attrs.get("axis")
-    if axis is None:
+    if axis is None:  # take from the flattened tensor
         data = b.emit("Reshape", [data, b.ints(f"{node.name}/flat", [-1])],
                       f"{node.name}/flatten")
-        size: Dim = math.prod(source) if all(isinstance(d, int) for d in source) else "?"
+        static = all(isinstance(d, int) for d in source)
+        size = math.prod(int(d) for d in source) if static else None
         axis = 0
     else:
         axis = int(axis)
-        size = source[axis % len(source)]
+        dim = source[axis % len(source)]
+        size = dim if isinstance(dim, int) else None
     mode = node.attrs.get("mode", "fast")
     if mode in ("clip", "wrap"):
-        if not isinstance(size, int):
+        if size is None:
             raise _unsupported(node, f"take mode {mode!r} along a symbolic dim")
         index_arg = node.args[1]
         index_dtype = (b.graph.find_tensor(node.inputs[index_arg["index"]]).dtype
@@ -762,7 +753,7 @@ def _take(b: _Builder, node: MSCNode) -> None:
 
 def _reduce(op_type: str) -> Emitter:
     def emit(b: _Builder, node: MSCNode) -> None:
-        inputs = [b.data(node, 0)]
+        inputs = [b.x(node)]
         axes = node.attrs.get("axis")
         keepdims = int(bool(node.attrs.get("keepdims", False)))
         extra: dict[str, Any] = {}
@@ -776,19 +767,19 @@ def _reduce(op_type: str) -> Emitter:
 
 def _softmax(op_type: str) -> Emitter:
     def emit(b: _Builder, node: MSCNode) -> None:
-        b.emit(op_type, [b.data(node, 0)], node.name, _out(node),
+        b.emit(op_type, [b.x(node)], node.name, _out(node),
                axis=int(node.attrs.get("axis", -1)))
     return emit
 
 
 def _layer_norm(b: _Builder, node: MSCNode) -> None:
-    rank = len(_in_shape(b, node))
+    rank = len(b.source(node).shape)
     axes = sorted(int(a) % rank for a in node.attrs["axes"])
     if axes != list(range(axes[0], rank)):
         raise _unsupported(node, f"normalizing axes {node.attrs['axes']}, not trailing ones")
     gamma = (b.weight_input(node, "gamma") if node.attrs.get("scale", True)
              else b.const(f"{node.name}.gamma", np.ones_like(b.weight(node, "gamma"))))
-    inputs = [b.data(node, 0), gamma]
+    inputs = [b.x(node), gamma]
     if node.attrs.get("center", True):
         inputs.append(b.weight_input(node, "beta"))
     b.emit("LayerNormalization", inputs, node.name, _out(node), axis=axes[0],
@@ -805,7 +796,7 @@ def _pool(op_type: str) -> Emitter:
             if b.opset < 19:  # AveragePool takes dilations from opset 19 on
                 if any(d != 1 for d in extra.pop("dilations")):
                     raise _unsupported(node, f"dilated average pooling at opset {b.opset}")
-        b.emit(op_type, [b.data(node, 0)], node.name, _out(node),
+        b.emit(op_type, [b.x(node)], node.name, _out(node),
                kernel_shape=list(attrs["pool_size"]), strides=list(attrs["strides"]),
                pads=_pads(attrs["padding"], node),
                ceil_mode=int(bool(attrs.get("ceil_mode", False))), **extra)
@@ -814,31 +805,27 @@ def _pool(op_type: str) -> Emitter:
 
 def _adaptive_avg_pool2d(b: _Builder, node: MSCNode) -> None:
     _check_layout(node, layout="NCHW", out_layout="NCHW")
-    source, target = _in_shape(b, node)[2:], node.output.shape[2:]
+    source, target = b.source(node).shape[2:], node.output.shape[2:]
     if tuple(target) == (1, 1):
-        b.emit("GlobalAveragePool", [b.data(node, 0)], node.name, _out(node))
+        b.emit("GlobalAveragePool", [b.x(node)], node.name, _out(node))
         return
     static = all(isinstance(d, int) for d in (*source, *target))
     if not static or any(s % t for s, t in zip(source, target, strict=True)):
         raise _unsupported(node, f"output size {list(target)} from input {list(source)}; "
                            "only a global pool or an exact divisor is supported")
     kernel = [s // t for s, t in zip(source, target, strict=True)]
-    b.emit("AveragePool", [b.data(node, 0)], node.name, _out(node), kernel_shape=kernel,
+    b.emit("AveragePool", [b.x(node)], node.name, _out(node), kernel_shape=kernel,
            strides=kernel)
 
 
 def _matmul(b: _Builder, node: MSCNode) -> None:
-    inputs = _primitive_inputs(b, node)
-    source_dtype = b.graph.find_tensor(node.inputs[0]).dtype
-    needs_cast = node.output.dtype != source_dtype
-    value = b.emit("MatMul", inputs, node.name, None if needs_cast else _out(node))
-    if needs_cast:
-        _cast_output(b, node, value, source_dtype)
+    value = b.emit("MatMul", _primitive_inputs(b, node), node.name, _kernel_outputs(b, node))
+    _finish_kernel(b, node, value)
 
 
 def _astype(b: _Builder, node: MSCNode) -> None:
     dtype = _dtype_name(node.attrs["dtype"])
-    b.emit("Cast", [b.data(node, 0)], node.name, _out(node),
+    b.emit("Cast", [b.x(node)], node.name, _out(node),
            to=_elem_type(dtype, f"node {node.name!r}"))
 
 
@@ -866,7 +853,6 @@ _EMITTERS: dict[str, Emitter] = {
     "strided_slice": _strided_slice,
     "squeeze": _squeeze,
     "expand_dims": _expand_dims,
-    "split": _split,
     "take": _take,
     "nn.softmax": _softmax("Softmax"),
     "nn.log_softmax": _softmax("LogSoftmax"),
@@ -940,7 +926,11 @@ def to_onnx(
                                    builder.initializers)
     model = helper.make_model_gen_version(onnx_graph, producer_name="mscgym",
                                           opset_imports=[helper.make_opsetid("", opset)])
-    onnx.checker.check_model(model, full_check=True)
+    try:
+        onnx.checker.check_model(model, full_check=True)
+    except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as err:
+        raise MSCError(f"onnx codegen built an invalid model for graph {graph.name!r}: "
+                       f"{err}") from err
     return model
 
 
@@ -950,15 +940,5 @@ def _value_info(builder: _Builder, tensor: MSCTensor) -> onnx.ValueInfoProto:
 
 
 def save_onnx(model: onnx.ModelProto, path: str | os.PathLike[str]) -> None:
-    """Write ``model`` to ``path`` atomically (temp file in the same folder, then rename)."""
-    path = os.fspath(path)
-    data = model.SerializeToString()
-    folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=".onnx")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
+    """Write ``model`` to ``path`` atomically: a reader never sees a half-written file."""
+    atomic_write_bytes(path, model.SerializeToString())
