@@ -79,6 +79,8 @@ class ZooModel:
         model: the network, float32 on CPU, in eval mode.
         example_inputs: one-sample input tuple for ``torch.export.export``.
         input_shape: shape of ``example_inputs[0]``.
+        train_data: (inputs, labels) of the labelled train split (fine-tuning and
+            distillation), or ``None`` without labels.
         test_data: (inputs, labels) of the labelled test split, or ``None`` without labels.
         eval_inputs: held-out inputs (the test inputs where labelled) for distillation loss.
         weight_hash: sha256 of the state_dict as loaded (see ``hashing.state_dict_hash``).
@@ -96,6 +98,12 @@ class ZooModel:
         self.data_hash = dataset.hash
         self._calibration_pool = dataset.train_inputs
         self.eval_inputs = torch.tensor(dataset.eval_inputs)
+        self.train_data: tuple[torch.Tensor, torch.Tensor] | None = None
+        if dataset.train_labels is not None:
+            self.train_data = (
+                torch.tensor(dataset.train_inputs),
+                torch.tensor(dataset.train_labels),
+            )
         self.test_data: tuple[torch.Tensor, torch.Tensor] | None = None
         if dataset.eval_labels is not None:
             self.test_data = (self.eval_inputs, torch.tensor(dataset.eval_labels))
