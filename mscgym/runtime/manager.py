@@ -90,6 +90,8 @@ class RuntimeManager:
             tool = self._tools.get(kind)
             if tool is None:
                 continue
+            if kind is MSC_TOOL.DISTILL and quant:
+                tool.set_quant(quant)  # the student fine-tunes with the quantizer's fake-quant
             graph, params = tool.transform(graph, params)
             quant.update(tool.quant_plan())
         self.graph, self.params, self.quant = graph, dict(params), quant
