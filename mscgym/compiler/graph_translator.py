@@ -33,6 +33,7 @@ from mscgym.compiler.relax_codec import (
     is_prim,
     make_attrs,
 )
+from mscgym.utils.naming import NameSet
 
 Params = dict[str, np.ndarray]
 
@@ -51,23 +52,16 @@ class _GraphBuilder:
         self.nodes: list[MSCNode] = []
         self.params: Params = {}
         self.tensor_of: dict[Any, str] = {}
-        self.names: set[str] = set()
+        self.names = NameSet()
         self.input_names: list[str] = []
         self._position: dict[str, tuple[int, MSCNode]] = {}
 
     # -- naming -----------------------------------------------------------------------
-    def _unique(self, base: str) -> str:
-        name, index = base, 1
-        while name in self.names:
-            name, index = f"{base}_{index}", index + 1
-        self.names.add(name)
-        return name
-
     def _node_name(self, optype: str, inputs: list[str], source: str | None) -> str:
         if source:
             head, _, tail = source.rpartition(".")
             base = head if head and tail in _PARAM_SUFFIXES else source
-            return self._unique(base)
+            return self.names.unique(base)
         short = optype.rsplit(".", 1)[-1].replace("msc.", "")
         scope = ""
         if inputs:
@@ -75,7 +69,7 @@ class _GraphBuilder:
             # computed its branch, not the earlier block its shortcut comes from.
             producer = max((self._position[t] for t in inputs), key=lambda p: p[0])[1]
             scope = producer.scope if producer.optype != "input" else ""
-        return self._unique(f"{scope}.{short}" if scope else short)
+        return self.names.unique(f"{scope}.{short}" if scope else short)
 
     # -- helpers ----------------------------------------------------------------------
     def _tensor(self, name: str, ty: Any, where: str, layout: str = "") -> MSCTensor:
@@ -137,7 +131,7 @@ class _GraphBuilder:
     def translate(self) -> MSCGraph:
         func = self.func
         for param in func.params:
-            name = self._unique(param.name)
+            name = self.names.unique(param.name)
             tensor = self._tensor(name, param.ty, f"input {name!r}")
             self._append(MSCNode(name, "input", [], [tensor]))
             self.tensor_of[param] = name

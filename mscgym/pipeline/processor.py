@@ -26,7 +26,7 @@ from mscgym.compiler.quant_spec import QuantPlan
 from mscgym.pipeline.config import ConfigError, validate_config
 from mscgym.pipeline.report import format_report
 from mscgym.pipeline.workspace import Workspace
-from mscgym.runtime.manager import RuntimeManager
+from mscgym.runtime.manager import calibrate_quantizer, checked_weights
 from mscgym.runtime.registry import create_runner
 from mscgym.tasks.cache import fingerprint
 from mscgym.tasks.measure import (
@@ -201,14 +201,8 @@ class MSCProcessor:
 
     def _apply_config(self, stage: str, tool: Any) -> None:
         if stage == MSC_TOOL.QUANTIZE.value:
-            manager = RuntimeManager(self.graph, self.params, {"runner": "torch"})
-            manager.create_tool(MSC_TOOL.QUANTIZE, tool.config)
-            quantizer = manager.get_tool(MSC_TOOL.QUANTIZE)
-            manager.load_model()
-            while not quantizer.calibrated:
-                for batch in self.data.calibration:
-                    manager.run(batch)
-                quantizer.calibrate()
+            quantizer = calibrate_quantizer(self.graph, self.params, tool.config,
+                                            self.data.calibration)
             tool.set_strategy(quantizer.strategy())
         elif stage == MSC_TOOL.DISTILL.value:
             tool.distill(*self._train_data())
@@ -276,19 +270,7 @@ class MSCProcessor:
         """Take trained weights (graph naming, e.g. the optimized module's state_dict)."""
         if isinstance(weights, torch.nn.Module):
             weights = weights_from_torch(weights)
-        known = self.graph.weight_tensors()
-        updated = dict(self.params)
-        for name, value in weights.items():
-            if name not in known:
-                raise MSCError(f"update_weights: {name!r} is not a weight of the optimized "
-                               f"graph {self.graph.name!r}")
-            array = (value.detach().cpu().numpy() if isinstance(value, torch.Tensor)
-                     else np.asarray(value))
-            if tuple(array.shape) != tuple(known[name].shape):
-                raise MSCError(f"update_weights: {name!r} has shape {tuple(array.shape)}, "
-                               f"expected {tuple(known[name].shape)}")
-            updated[name] = array.astype(np.float32)
-        self.params = updated
+        self.params = {**self.params, **checked_weights(self.graph, weights)}
         self.workspace.save_checkpoint("trained", self.graph, self.params, self.quant)
         state = self.workspace.state()
         if "finalize" in state["finished"]:

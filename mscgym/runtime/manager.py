@@ -128,17 +128,7 @@ class RuntimeManager:
 
     def update_weights(self, weights: Mapping[str, Any]) -> None:
         """Replace weights (graph naming) of the current model, e.g. after fine-tuning."""
-        known = self.graph.weight_tensors()
-        for name, value in weights.items():
-            if name not in known:
-                raise MSCError(f"update_weights: {name!r} is not a weight of graph "
-                               f"{self.graph.name!r}")
-            array = (value.detach().cpu().numpy() if isinstance(value, torch.Tensor)
-                     else np.asarray(value))
-            if tuple(array.shape) != tuple(known[name].shape):
-                raise MSCError(f"update_weights: {name!r} has shape {tuple(array.shape)}, "
-                               f"expected {tuple(known[name].shape)}")
-            self.params[name] = array.astype(np.float32)
+        self.params.update(checked_weights(self.graph, weights))
 
     def export(self, path: str | os.PathLike[str]) -> str:
         """Write the built artifact of the runner (library, ONNX file, ...)."""
@@ -190,3 +180,34 @@ def example_inputs(graph: MSCGraph, batch: int = 1, seed: int = 0) -> list[np.nd
         shape = [d if isinstance(d, int) else batch for d in tensor.shape]
         arrays.append(rng.standard_normal(shape).astype(tensor.dtype))
     return arrays
+
+
+def checked_weights(graph: MSCGraph, weights: Mapping[str, Any],
+                    where: str = "update_weights") -> Params:
+    """``weights`` as float32 arrays, each checked to be a weight of ``graph`` with its
+    declared shape (an error names the weight)."""
+    known = graph.weight_tensors()
+    checked: Params = {}
+    for name, value in weights.items():
+        if name not in known:
+            raise MSCError(f"{where}: {name!r} is not a weight of graph {graph.name!r}")
+        array = (value.detach().cpu().numpy() if isinstance(value, torch.Tensor)
+                 else np.asarray(value))
+        if tuple(array.shape) != tuple(known[name].shape):
+            raise MSCError(f"{where}: {name!r} has shape {tuple(array.shape)}, expected "
+                           f"{tuple(known[name].shape)}")
+        checked[name] = array.astype(np.float32)
+    return checked
+
+
+def calibrate_quantizer(graph: MSCGraph, params: Params, config: Mapping[str, Any],
+                        batches: Sequence[Any], runner: str = "torch") -> BaseTool:
+    """MSC's calibration loop: run ``batches`` until the quantizer says it is calibrated."""
+    manager = RuntimeManager(graph, params, {"runner": runner})
+    quantizer = manager.create_tool(MSC_TOOL.QUANTIZE, dict(config))
+    manager.load_model()
+    while not quantizer.calibrated:
+        for batch in batches:
+            manager.run(batch)
+        quantizer.calibrate()
+    return quantizer

@@ -20,7 +20,7 @@ import torch
 from mscgym.compiler.errors import MSCError
 from mscgym.compiler.graph import MSCGraph
 from mscgym.compiler.quant_spec import QuantPlan
-from mscgym.runtime.manager import RuntimeManager
+from mscgym.runtime.manager import calibrate_quantizer
 from mscgym.runtime.registry import create_runner
 from mscgym.tasks.cache import EvaluationCache, fingerprint
 from mscgym.tasks.measure import Compressed, Measurement, measure, reference_outputs
@@ -203,14 +203,8 @@ class Task:
         key = fingerprint({"graph": graph.to_json(), "params": params_hash(params),
                            "choice": choice, "data": self.data.data_hash})
         if key not in self._calibrations:
-            manager = RuntimeManager(graph, params, {"runner": "torch"})
-            manager.create_tool(MSC_TOOL.QUANTIZE, quantizer_config(choice))
-            quantizer = manager.get_tool(MSC_TOOL.QUANTIZE)
-            manager.load_model()
-            while not quantizer.calibrated:
-                for batch in self.data.calibration:
-                    manager.run(batch)
-                quantizer.calibrate()
+            quantizer = calibrate_quantizer(graph, params, quantizer_config(choice),
+                                            self.data.calibration)
             self._calibrations[key] = quantizer.quant_plan()
         return self._calibrations[key]
 

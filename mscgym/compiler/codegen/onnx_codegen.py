@@ -44,6 +44,7 @@ from mscgym.compiler.ops import SUPPORTED_OPS
 from mscgym.compiler.quant_spec import LayerQuant, QuantParams, QuantPlan
 from mscgym.compiler.relax_codec import eval_dim
 from mscgym.utils.files import atomic_write_bytes
+from mscgym.utils.naming import NameSet
 
 _WHERE = "onnx codegen"
 _MIN_OPSET = 18  # reduce ops take their axes as an input from opset 18 on
@@ -94,7 +95,7 @@ class _Builder:
         self.quantize_bias = quantize_bias
         self.nodes: list[onnx.NodeProto] = []
         self.initializers: list[TensorProto] = []
-        self.names: set[str] = set()  # ONNX value and initializer names in use
+        self.names = NameSet()  # ONNX value and initializer names in use
         self.node_names: set[str] = set()
         self.raw: dict[str, str] = {}  # MSC tensor -> ONNX value its producer writes
         self.value: dict[str, str] = {}  # MSC tensor -> ONNX value its float consumers read
@@ -102,15 +103,8 @@ class _Builder:
         self.weight_inputs: dict[str, str] = {}
 
     # -- names, constants, nodes ---------------------------------------------------------
-    def _unique(self, base: str) -> str:
-        name, index = base, 1
-        while name in self.names:
-            name, index = f"{base}_{index}", index + 1
-        self.names.add(name)
-        return name
-
     def const(self, base: str, data: np.ndarray) -> str:
-        name = self._unique(base)
+        name = self.names.unique(base)
         array = np.require(data, requirements="C")  # ascontiguousarray makes 0-d arrays 1-d
         self.initializers.append(numpy_helper.from_array(array, name))
         return name
@@ -121,7 +115,7 @@ class _Builder:
     def emit(self, op_type: str, inputs: list[str], name: str, outputs: list[str] | None = None,
              **attrs: Any) -> str:
         """Add one ONNX node; returns its (first) output, a fresh name unless given."""
-        outs = outputs or [self._unique(f"{name}:out")]
+        outs = outputs or [self.names.unique(f"{name}:out")]
         node_name, index = name, 1
         while node_name in self.node_names:
             node_name, index = f"{name}_{index}", index + 1
@@ -171,7 +165,7 @@ class _Builder:
         scale = qp.scale_array().reshape(shape)
         zero = qp.zero_point_array().reshape(shape)
         q = np.clip(np.round(data / scale) + zero, low, high).astype(np.int64)
-        qname = self._unique(f"{base}_quantized")
+        qname = self.names.unique(f"{base}_quantized")
         self.initializers.append(self._int_tensor(qname, qp.dtype, q))
         return self._dequantize(qname, qp, base, axis, data.dtype)
 
@@ -186,7 +180,7 @@ class _Builder:
         scale = qp.scale_array().astype(float_dtype)
         zero = qp.zero_point_array()
         scale_name = self.const(f"{base}_scale", scale if per_channel else scale.reshape(()))
-        zname = self._unique(f"{base}_zero_point")
+        zname = self.names.unique(f"{base}_zero_point")
         self.initializers.append(
             self._int_tensor(zname, qp.dtype, zero if per_channel else zero.reshape(())))
         return scale_name, zname
@@ -195,7 +189,7 @@ class _Builder:
                     float_dtype: Any) -> str:
         scale, zero = self._qparams(qp, base, float_dtype)
         attrs = {"axis": axis} if axis is not None else {}
-        out = self._unique(f"{base}_dequantized")
+        out = self.names.unique(f"{base}_dequantized")
         return self.emit("DequantizeLinear", [qname, scale, zero], f"{base}/DequantizeLinear",
                          [out], **attrs)
 
@@ -220,8 +214,8 @@ class _Builder:
         scale, zero = self._qparams(container, tensor, float_dtype)
         attrs = {"axis": qp.axis} if qp.axis is not None else {}
         q = self.emit("QuantizeLinear", [source, scale, zero], f"{tensor}/QuantizeLinear",
-                      [self._unique(f"{tensor}_quantized")], **attrs)
-        out = self._unique(f"{tensor}_dequantized")
+                      [self.names.unique(f"{tensor}_quantized")], **attrs)
+        out = self.names.unique(f"{tensor}_dequantized")
         self.qdq[key] = self.emit("DequantizeLinear", [q, scale, zero],
                                   f"{tensor}/DequantizeLinear", [out], **attrs)
         return self.qdq[key]
@@ -321,7 +315,7 @@ class _Builder:
                  self.const(f"{base}_zero_point", np.zeros(scale.shape, np.int32))]
         attrs = {"axis": 0} if per_channel else {}
         return self.emit("DequantizeLinear", names, f"{base}/DequantizeLinear",
-                         [self._unique(f"{base}_dequantized")], **attrs)
+                         [self.names.unique(f"{base}_dequantized")], **attrs)
 
     def _check_int4(self, node: MSCNode, qp: QuantParams) -> None:
         if qp.bits == 4 and self.opset < _INT4_OPSET:
@@ -906,12 +900,12 @@ def to_onnx(
     builder = _Builder(graph, params, quant, opset, batch, quantize_bias)
     inputs = []
     for tensor in graph.get_inputs():
-        builder.names.add(tensor.name)
+        builder.names.reserve(tensor.name)
         builder.value[tensor.name] = builder.raw[tensor.name] = tensor.name
         inputs.append(_value_info(builder, tensor))
     for node in graph.nodes:
         for tensor in node.outputs:
-            builder.names.add(tensor.name)
+            builder.names.reserve(tensor.name)
     for node in graph.nodes:
         if node.optype == "input":
             continue
