@@ -13,10 +13,10 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from mscgym.cli import inspect
+from mscgym.cli import inspect, replay, run, search, validate
 from mscgym.compiler.errors import MSCError
 
-COMMANDS = [inspect]
+COMMANDS = [inspect, search, replay, validate, run]
 
 EXIT_USAGE = 2
 

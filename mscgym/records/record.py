@@ -100,15 +100,23 @@ class Record:
             raise RecordError(f"{where}: record version {data['version']!r} is not supported "
                               f"(expected {SCHEMA_VERSION})")
         task = data["task"]
-        if not isinstance(task, dict) or [k for k in _TASK_KEYS if k not in task]:
-            raise RecordError(f"{where}: key 'task' must hold {list(_TASK_KEYS)}")
+        if not isinstance(task, dict):
+            raise RecordError(f"{where}: key 'task' must be a JSON object")
+        missing = [k for k in _TASK_KEYS if k not in task]
+        if missing:
+            raise RecordError(f"{where}: key 'task' misses keys {missing}")
         for key in ("plan", "strategies", "metrics", "tolerances", "versions"):
             if not isinstance(data[key], dict):
                 raise RecordError(f"{where}: key {key!r} must be a JSON object")
+        if not isinstance(data.get("extra", {}), dict):
+            raise RecordError(f"{where}: key 'extra' must be a JSON object")
         try:
             metrics = Metrics.from_json(data["metrics"])
         except TypeError as err:
             raise RecordError(f"{where}: key 'metrics' is malformed ({err})") from None
+        for key in ("score", "seed"):
+            if isinstance(data[key], bool) or not isinstance(data[key], int | float):
+                raise RecordError(f"{where}: key {key!r} must be a number, got {data[key]!r}")
         return cls(task=task, plan=data["plan"], strategies=data["strategies"], metrics=metrics,
                    score=float(data["score"]), seed=int(data["seed"]),
                    tolerances=data["tolerances"], versions=data["versions"],

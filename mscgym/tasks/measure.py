@@ -17,6 +17,7 @@ from mscgym.compiler.quant_spec import LayerQuant, QuantPlan
 from mscgym.runtime.manager import example_inputs
 from mscgym.runtime.profiling import profile_runner
 from mscgym.runtime.registry import create_runner
+from mscgym.runtime.runner import BaseRunner
 from mscgym.tasks.metrics import Metrics
 from mscgym.tasks.sources import Params, TaskData
 from mscgym.tools.losses import distill_loss
@@ -79,11 +80,23 @@ def model_size_bytes(model: Compressed) -> int:
     return int(total)
 
 
+def build_runner(model: Compressed, how: Measurement) -> BaseRunner:
+    """``model`` built on the measurement's runner and device."""
+    runner = create_runner(how.runner, how.device, dict(how.runner_options))
+    runner.build(model.graph, model.params, model.quant)
+    return runner
+
+
+def run_outputs(model: Compressed, data: TaskData, how: Measurement) -> np.ndarray:
+    """First outputs of ``model`` on the evaluation inputs, batched as ``measure`` does."""
+    runner = build_runner(model, how)
+    return batched(lambda x: runner.run([x])[0], data.eval_inputs)
+
+
 def measure(model: Compressed, data: TaskData, teacher: np.ndarray,
             how: Measurement) -> Metrics:
     """Accuracy, distillation loss against ``teacher`` outputs, latency and size."""
-    runner = create_runner(how.runner, how.device, dict(how.runner_options))
-    runner.build(model.graph, model.params, model.quant)
+    runner = build_runner(model, how)
     outputs = batched(lambda x: runner.run([x])[0], data.eval_inputs)
     accuracy = None
     if data.eval_labels is not None:

@@ -1,0 +1,162 @@
+"""``mscgym search``: search a compression task with an agent and record the best plan.
+
+Builds the task (model, tool, scorer, runner), runs the agent under the budget,
+prints the baseline against the best plan (accuracy, distillation loss, latency with
+its speed-up, size with its ratio) and what the search cost (evaluations, cache hit
+rate, wall time), and writes the best plan's record, which ``mscgym replay`` and
+``mscgym validate`` read back.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable
+from typing import Any
+
+from mscgym import zoo
+from mscgym.agents import AGENTS, SearchResult, create_agent
+from mscgym.compiler.errors import MSCError
+from mscgym.runtime.registry import runner_names
+from mscgym.runtime.runner import RunnerUnavailableError
+from mscgym.tasks.scorers import SCORERS
+from mscgym.tasks.task import TOOLS, Task
+
+NAME = "search"
+
+_OPTUNA_ONLY = ("sampler", "storage", "study_name")
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return value
+
+
+def _fraction(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number in [0, 1], got {text!r}") from None
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"expected a number in [0, 1], got {value}")
+    return value
+
+
+def register(subparsers: Any) -> None:
+    parser = subparsers.add_parser(
+        NAME, help="search a compression task with an agent and record the best plan",
+        description="Search the per-layer choices of a compression task (quantize, prune, "
+                    "distill or all of them) with an agent under a budget of plans, print "
+                    "the baseline against the best plan, and write the best plan's record.",
+    )
+    parser.add_argument("--task", required=True, choices=TOOLS, help="what to search")
+    parser.add_argument("--model", required=True, metavar="NAME",
+                        help="a zoo model name (e.g. digits-cnn)")
+    parser.add_argument("--agent", required=True, metavar="AGENT",
+                        help=f"the search agent: {', '.join(AGENTS)}")
+    parser.add_argument("--budget", required=True, type=_positive_int,
+                        help="how many plans the agent may propose")
+    parser.add_argument("--record", required=True, metavar="OUT.json",
+                        help="where to write the best plan's record")
+    parser.add_argument("--runner", default="onnxruntime", choices=runner_names(),
+                        help="runner that measures each plan (default onnxruntime)")
+    parser.add_argument("--device", default="cpu", help="device of the runner (default cpu)")
+    parser.add_argument("--scorer", default="latency_under_accuracy", choices=SCORERS,
+                        help="how a plan is scored (default latency_under_accuracy)")
+    parser.add_argument("--max-drop", type=_fraction,
+                        help="largest accuracy drop latency_under_accuracy accepts "
+                             "(default 0.01)")
+    parser.add_argument("--sampler", help="optuna sampler (tpe, gp, cmaes, nsga2; default tpe)")
+    parser.add_argument("--storage", help="optuna storage URL, e.g. sqlite:///study.db")
+    parser.add_argument("--study-name", help="optuna study name (resumed if it exists)")
+    parser.add_argument("--logdir", help="write TensorBoard logs of the search here")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the task and the agent")
+    parser.add_argument("--profile-repeat", type=_positive_int, default=30,
+                        help="timed runs per latency measurement (default 30)")
+    parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    parser.set_defaults(run=run)
+
+
+def _agent_options(args: argparse.Namespace) -> dict[str, Any]:
+    options: dict[str, Any] = {"seed": args.seed, "progress": not args.no_progress,
+                               "logdir": args.logdir}
+    for key in _OPTUNA_ONLY:
+        value = getattr(args, key)
+        if value is None:
+            continue
+        if args.agent != "optuna":
+            raise MSCError(f"--{key.replace('_', '-')} applies only to --agent optuna")
+        options[key] = value
+    return options
+
+
+def build_task(args: argparse.Namespace) -> Task:
+    """The task the arguments describe; an unknown model or missing runner is an MSCError."""
+    if args.model not in zoo.list_models():
+        raise MSCError(f"unknown model {args.model!r}; --model takes a zoo model: "
+                       f"{', '.join(zoo.list_models())}")
+    scorer_options: dict[str, Any] = {}
+    if args.max_drop is not None:
+        if args.scorer != "latency_under_accuracy":
+            raise MSCError("--max-drop applies only to --scorer latency_under_accuracy")
+        scorer_options["max_drop"] = args.max_drop
+    try:
+        return Task(args.model, args.task, scorer=args.scorer, scorer_options=scorer_options,
+                    runner=args.runner, device=args.device, seed=args.seed,
+                    profile_repeat=args.profile_repeat)
+    except (RunnerUnavailableError, zoo.ZooCacheError) as err:
+        raise MSCError(str(err)) from None
+
+
+def _row(title: str, base: str, best: str, note: str = "") -> str:
+    return f"{title:<14}{base:>12}{best:>12}  {note}".rstrip()
+
+
+def _optional(value: float | None, fmt: Callable[[float], str]) -> str:
+    return "n/a" if value is None else fmt(value)
+
+
+def format_summary(task: Task, result: SearchResult, path: str) -> str:
+    """Baseline against best, what the search cost, and where the record went."""
+    base, best = task.baseline, result.best_metrics
+    speedup = base.latency_ms / best.latency_ms if best.latency_ms > 0 else float("inf")
+    ratio = best.size_bytes / base.size_bytes if base.size_bytes else float("nan")
+    changed = {k: v for k, v in result.best_plan.items() if v != task.space[k].baseline}
+    cache = result.cache_stats
+    accuracy = (_optional(base.accuracy, "{:.4f}".format),
+                _optional(best.accuracy, "{:.4f}".format))
+    lines = [
+        f"search:       {result.agent} on {task.tool} {task.source.model_id} "
+        f"({task.runner}/{task.device}), scorer {task.scorer.name}, budget {result.budget}",
+        "",
+        _row("", "baseline", "best"),
+        _row("accuracy", *accuracy),
+        _row("distill loss", f"{base.distill_loss:.4g}", f"{best.distill_loss:.4g}"),
+        _row("latency (ms)", f"{base.latency_ms:.4f}", f"{best.latency_ms:.4f}",
+             f"{speedup:.2f}x speed-up"),
+        _row("size (KB)", f"{base.size_bytes / 1024:.1f}", f"{best.size_bytes / 1024:.1f}",
+             f"{ratio:.2f}x of baseline"),
+        _row("score", f"{task.score(base):.4g}", f"{result.best_score:.4g}"),
+        "",
+        "best plan:    " + (", ".join(f"{k}={v}" for k, v in changed.items())
+                            or "baseline (nothing compressed)"),
+        f"evaluations:  {result.evaluations} measured for {len(result.history)} plans, "
+        f"cache hit rate {cache['hit_rate']:.0%}, wall {result.wall_seconds:.1f} s",
+        f"record:       {path}",
+    ]
+    return "\n".join(lines)
+
+
+def run(args: argparse.Namespace) -> int:
+    options = _agent_options(args)
+    agent = create_agent(args.agent, **options)
+    task = build_task(args)
+    result = agent.search(task, args.budget)
+    path = result.best_record.save(args.record)
+    print(format_summary(task, result, path))
+    return 0
+

@@ -1,0 +1,78 @@
+"""``mscgym validate``: re-measure a record's plan and say which metrics still hold.
+
+Rebuilds the task, evaluates the plan again without the cache and compares each
+metric with the record's tolerance (deterministic metrics exactly or to float
+rounding, latency within the recorded spread). Exit code 0 when every metric holds,
+1 when one does not, 2 when the record itself is refused.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from typing import Any
+
+from mscgym.records.replay import ValidationReport, ValidationRow, validate
+
+NAME = "validate"
+EXIT_FAILED = 1
+
+_COLUMNS = (("metric", "<"), ("recorded", ">"), ("measured", ">"), ("tolerance", "<"),
+            ("holds", "<"))
+
+
+def register(subparsers: Any) -> None:
+    parser = subparsers.add_parser(
+        NAME, help="re-measure a record's plan and check its metrics",
+        description="Re-evaluate the plan a record holds and compare every metric with the "
+                    "record's tolerance; exit 0 if all hold, 1 if one does not, 2 if the "
+                    "record is refused.",
+    )
+    parser.add_argument("record", metavar="RECORD", help="a record .json written by search")
+    parser.add_argument("--json", action="store_true", help="print the report as JSON")
+    parser.set_defaults(run=run)
+
+
+def _value(value: Any) -> str:
+    if value is None:
+        return "none"
+    if isinstance(value, int):
+        return f"{value:,}"
+    return f"{value:.6g}"
+
+
+def _tolerance(row: ValidationRow) -> str:
+    terms = ", ".join(f"{k} {v:g}" for k, v in row.tolerance.items())
+    if row.allowed is None:
+        return f"both missing ({terms})"
+    return f"±{row.allowed:.3g} ({terms})" if row.allowed else f"exact ({terms})"
+
+
+def format_report(report: ValidationReport) -> str:
+    """The report as a fixed-width table plus a one-line verdict."""
+    rows = [(r.metric, _value(r.recorded), _value(r.measured), _tolerance(r),
+             "yes" if r.holds else "NO") for r in report.rows]
+    header = tuple(title for title, _ in _COLUMNS)
+    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
+
+    def line(cells: tuple[str, ...]) -> str:
+        return "  ".join(f"{cell:{align}{width}}" for cell, (_, align), width
+                         in zip(cells, _COLUMNS, widths, strict=True)).rstrip()
+
+    lines = [line(header), "  ".join("-" * w for w in widths), *(line(r) for r in rows), ""]
+    if report.all_hold:
+        lines.append(f"all {len(rows)} metrics hold")
+    else:
+        lines.append(f"{len(report.failed)} of {len(rows)} metrics do not hold: "
+                     + ", ".join(report.failed))
+    return "\n".join(lines)
+
+
+def run(args: argparse.Namespace) -> int:
+    report = validate(args.record)
+    if args.json:
+        print(json.dumps(report.to_json(), indent=1))
+    else:
+        print(f"record: {args.record}")
+        print(format_report(report))
+    return 0 if report.all_hold else EXIT_FAILED

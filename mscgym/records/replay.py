@@ -1,0 +1,336 @@
+"""Replay and validate a record: rebuild its task and model, then check what it claims.
+
+A record is only worth keeping if someone else can get the same model back from it.
+``task_from_record`` rebuilds the task from the record's description and refuses a
+record whose model weights, data or search space are not the ones it was made with;
+``replay`` rebuilds the compressed model and checks its tool strategies against the
+recorded ones; ``validate`` re-measures the plan and compares every metric with the
+record's tolerances.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+import numpy as np
+
+from mscgym import zoo
+from mscgym.compiler.errors import MSCError
+from mscgym.records.record import Record, RecordError, load_record
+from mscgym.runtime.runner import RunnerUnavailableError
+from mscgym.tasks.measure import run_outputs
+from mscgym.tasks.metrics import Metrics
+from mscgym.tasks.sources import TaskData, zoo_data
+from mscgym.tasks.spaces import PlanError
+from mscgym.tasks.task import Compressed, Task
+from mscgym.tools.losses import distill_loss
+
+RecordLike = Record | str | os.PathLike[str]
+
+_TOLERANCE_KEYS = ("abs", "rel", "iqr")
+
+
+def _resolve(record: RecordLike) -> tuple[Record, str]:
+    """The record (loaded when given a path) and how error messages name it."""
+    if isinstance(record, Record):
+        return record, "record"
+    return load_record(record), f"record {os.fspath(record)}"
+
+
+def _model_arg(record: Record, where: str) -> str:
+    model = str(record.task["model"])
+    if model in zoo.list_models():
+        return model
+    if model.startswith(("torch:", "graph:")):
+        raise RecordError(f"{where}: model {model!r} was an in-memory model, which a record "
+                          "cannot rebuild; only zoo models and model files can be replayed")
+    if not os.path.isfile(model):
+        raise RecordError(f"{where}: model {model!r} is neither a zoo model "
+                          f"({', '.join(zoo.list_models())}) nor an existing file")
+    return model
+
+
+def _data_arg(record: Record, model: str, data: TaskData | None, where: str
+              ) -> TaskData | None:
+    """The task data to rebuild with: given, or the zoo data set the record names."""
+    if data is not None:
+        return data
+    data_id = str(record.task["data"])
+    if data_id == f"zoo:{model}":
+        return None
+    name = data_id.removeprefix("zoo:")
+    if data_id.startswith("zoo:") and name in zoo.list_models():
+        return zoo_data(zoo.load(name))
+    raise RecordError(f"{where}: data {data_id!r} is not a zoo data set; pass the task data "
+                      "it was recorded with (data=TaskData(...))")
+
+
+def _space_choices(space: Any, tool: str, where: str) -> list[Any] | None:
+    """The choices the recorded space offers for ``tool`` dimensions (None if it has none)."""
+    if not isinstance(space, list) or not all(isinstance(d, dict) and "name" in d
+                                              and "choices" in d for d in space):
+        raise RecordError(f"{where}: key 'task.space' must be a list of "
+                          "{name, choices, baseline} objects")
+    for dim in space:
+        if str(dim["name"]).startswith(f"{tool}:"):
+            return list(dim["choices"])
+    return None
+
+
+def _space_difference(recorded: list[dict[str, Any]], rebuilt: list[dict[str, Any]]) -> str:
+    """A one-line description of the first way two search spaces differ."""
+    recorded_names = [d["name"] for d in recorded]
+    rebuilt_names = [d["name"] for d in rebuilt]
+    if recorded_names != rebuilt_names:
+        extra = [n for n in recorded_names if n not in rebuilt_names]
+        missing = [n for n in rebuilt_names if n not in recorded_names]
+        if extra or missing:
+            return (f"recorded dimensions {extra} are not in the rebuilt space, and rebuilt "
+                    f"dimensions {missing} are not in the record")
+        return f"dimension order differs: recorded {recorded_names}, rebuilt {rebuilt_names}"
+    for old, new in zip(recorded, rebuilt, strict=True):
+        for key in ("choices", "baseline"):
+            if old.get(key) != new.get(key):
+                return (f"dimension {old['name']!r} {key}: recorded {old.get(key)!r}, "
+                        f"rebuilt {new.get(key)!r}")
+    return "the dimensions differ"
+
+
+def task_from_record(record: RecordLike, data: TaskData | None = None) -> Task:
+    """Rebuild the task a record was made on, refusing one that does not match it.
+
+    The model must be a zoo name or an existing file; its weights, the data and the
+    search space must hash or compare equal to the recorded ones, and the plan must fit
+    the space, since otherwise a replay would silently measure a different problem.
+    """
+    return _rebuild_task(*_resolve(record), data)
+
+
+def _rebuild_task(record: Record, where: str, data: TaskData | None) -> Task:
+    desc = record.task
+    model = _model_arg(record, where)
+    space = desc["space"]
+    kwargs: dict[str, Any] = {}
+    quant_choices = _space_choices(space, "quantize", where)
+    if quant_choices is not None:
+        kwargs["quant_choices"] = quant_choices
+    densities = _space_choices(space, "prune", where)
+    if densities is not None:
+        kwargs["densities"] = densities
+    scorer = desc["scorer"]
+    if not isinstance(scorer, dict) or "name" not in scorer:
+        raise RecordError(f"{where}: key 'task.scorer' must be an object with 'name' and "
+                          "'options'")
+    profile = desc.get("profile", {})
+    if not isinstance(profile, dict):
+        raise RecordError(f"{where}: key 'task.profile' must be an object with 'repeat' and "
+                          "'warmup'")
+    if "repeat" in profile:
+        kwargs["profile_repeat"] = profile["repeat"]
+    if "warmup" in profile:
+        kwargs["profile_warmup"] = profile["warmup"]
+    try:
+        task = Task(model, desc["tool"], data=_data_arg(record, model, data, where),
+                    scorer=scorer["name"], scorer_options=scorer.get("options") or {},
+                    runner=desc["runner"], device=desc["device"],
+                    runner_options=desc.get("runner_options") or {},
+                    seed=desc.get("seed", record.seed), student=desc.get("student"), **kwargs)
+    except (RunnerUnavailableError, zoo.ZooCacheError) as err:
+        raise RecordError(f"{where}: cannot rebuild the task here: {err}") from None
+    except RecordError:
+        raise
+    except (MSCError, TypeError, ValueError) as err:
+        # TypeError/ValueError: a recorded setting of the wrong type (e.g. a string repeat).
+        raise RecordError(f"{where}: cannot rebuild the task: {err}") from None
+    _check_identity(record, task, where)
+    return task
+
+
+def _check_identity(record: Record, task: Task, where: str) -> None:
+    desc = record.task
+    for key, found, what in (("weight_hash", task.source.weight_hash, "model weight hash"),
+                             ("data_hash", task.data.data_hash, "data hash")):
+        if desc[key] != found:
+            raise RecordError(f"{where}: {what} does not match: recorded {desc[key]}, "
+                              f"found {found}")
+    rebuilt = task.space.to_json()
+    if json.loads(json.dumps(rebuilt)) != desc["space"]:
+        raise RecordError(f"{where}: search space does not match the rebuilt task: "
+                          f"{_space_difference(desc['space'], rebuilt)}")
+    try:
+        task.space.validate(record.plan)
+    except PlanError as err:
+        raise RecordError(f"{where}: plan does not fit the task: {err}") from None
+
+
+def _json(value: Any) -> Any:
+    """``value`` as it reads back from a record (tuples become lists, and so on)."""
+    return json.loads(json.dumps(value))
+
+
+def _first_difference(recorded: Mapping[str, Any], rebuilt: Mapping[str, Any]) -> str:
+    for key in sorted(set(recorded) | set(rebuilt), key=str):
+        if recorded.get(key) != rebuilt.get(key):
+            return (f"{key!r}: recorded {_short(recorded.get(key))}, "
+                    f"rebuilt {_short(rebuilt.get(key))}")
+    return "they differ"
+
+
+def _short(value: Any, limit: int = 80) -> str:
+    text = json.dumps(value, sort_keys=True)
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+def _tool_view(tool: str, strategy: Any) -> Any:
+    """What must agree between a recorded and a rebuilt strategy of ``tool``: the whole
+    quant plan, the kept channels of each prune group, the distilled weights' hash."""
+    if tool == "prune" and isinstance(strategy, dict) and isinstance(strategy.get("groups"), list):
+        return {str(g.get("name")): g.get("keep") for g in strategy["groups"]
+                if isinstance(g, dict)}
+    if tool == "distill" and isinstance(strategy, dict):
+        return {"weights_sha256": strategy.get("weights_sha256")}
+    return strategy
+
+
+def check_strategies(recorded: Mapping[str, Any], rebuilt: Mapping[str, Any],
+                     where: str = "record") -> None:
+    """Raise RecordError naming the tool whose rebuilt strategy differs from the record."""
+    rebuilt = _json(rebuilt)
+    for tool in sorted(set(recorded) | set(rebuilt)):
+        if tool not in rebuilt or tool not in recorded:
+            side = "record" if tool in recorded else "rebuilt model"
+            raise RecordError(f"{where}: {tool} strategy differs: only the {side} has one")
+        old, new = _tool_view(tool, recorded[tool]), _tool_view(tool, rebuilt[tool])
+        if old != new:
+            detail = (_first_difference(old, new) if isinstance(old, dict)
+                      and isinstance(new, dict) else f"recorded {_short(old)}, "
+                      f"rebuilt {_short(new)}")
+            raise RecordError(f"{where}: {tool} strategy differs from the record at {detail}")
+
+
+@dataclass
+class ReplayResult:
+    """The rebuilt model of a record and what it computes on the task's evaluation inputs."""
+
+    record: Record
+    task: Task
+    model: Compressed
+    outputs: np.ndarray
+    accuracy: float | None
+    distill_loss: float
+
+    @property
+    def accuracy_matches(self) -> bool:
+        """Whether the replayed accuracy is exactly the recorded one."""
+        return self.accuracy == self.record.metrics.accuracy
+
+
+def replay(record: RecordLike, data: TaskData | None = None) -> ReplayResult:
+    """Rebuild the record's compressed model, check its strategies, and run it."""
+    record, where = _resolve(record)
+    task = _rebuild_task(record, where, data)
+    model = task.compressed(record.plan)
+    check_strategies(record.strategies, model.strategies, where)
+    outputs = run_outputs(model, task.data, task.measurement)
+    accuracy = None
+    if task.data.eval_labels is not None:
+        accuracy = float(np.mean(outputs.argmax(-1) == task.data.eval_labels))
+    return ReplayResult(record, task, model, outputs, accuracy,
+                        distill_loss(task.teacher_outputs(), outputs))
+
+
+@dataclass
+class ValidationRow:
+    """One metric: recorded and re-measured values, the tolerance, the allowed difference."""
+
+    metric: str
+    recorded: float | None
+    measured: float | None
+    tolerance: dict[str, float]
+    allowed: float | None
+    holds: bool
+
+    def to_json(self) -> dict[str, Any]:
+        return {"metric": self.metric, "recorded": self.recorded, "measured": self.measured,
+                "tolerance": dict(self.tolerance), "allowed": self.allowed, "holds": self.holds}
+
+
+@dataclass
+class ValidationReport:
+    """Per-metric verdicts of re-measuring a record's plan."""
+
+    where: str
+    rows: list[ValidationRow]
+    measured: Metrics
+    failed: list[str] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.failed = [row.metric for row in self.rows if not row.holds]
+
+    @property
+    def all_hold(self) -> bool:
+        return not self.failed
+
+    def to_json(self) -> dict[str, Any]:
+        return {"where": self.where, "all_hold": self.all_hold,
+                "rows": [row.to_json() for row in self.rows]}
+
+
+_NUMERIC_METRICS = tuple(f.name for f in fields(Metrics)
+                         if f.name not in ("runner", "device", "target", "extra"))
+
+
+def _tolerance(metric: str, tolerance: Any, where: str) -> dict[str, float]:
+    if metric not in _NUMERIC_METRICS:
+        raise RecordError(f"{where}: tolerances name {metric!r}, which is not a numeric metric "
+                          f"({', '.join(_NUMERIC_METRICS)})")
+    if not isinstance(tolerance, dict):
+        raise RecordError(f"{where}: tolerance of {metric!r} must be an object with "
+                          f"{list(_TOLERANCE_KEYS)}, got {tolerance!r}")
+    unknown = sorted(set(tolerance) - set(_TOLERANCE_KEYS))
+    if unknown:
+        raise RecordError(f"{where}: tolerance of {metric!r} has unknown keys {unknown}; "
+                          f"expected some of {list(_TOLERANCE_KEYS)}")
+    if "iqr" in tolerance and metric != "latency_ms":
+        raise RecordError(f"{where}: tolerance 'iqr' of {metric!r} applies only to latency_ms")
+    for key, value in tolerance.items():
+        if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
+            raise RecordError(f"{where}: tolerance {key!r} of {metric!r} must be a number "
+                              f">= 0, got {value!r}")
+    return {key: float(value) for key, value in tolerance.items()}
+
+
+def record_tolerances(record: Record, where: str = "record") -> dict[str, dict[str, float]]:
+    """The record's tolerances, checked, in metric order."""
+    metrics = sorted(record.tolerances, key=lambda m: (
+        _NUMERIC_METRICS.index(m) if m in _NUMERIC_METRICS else len(_NUMERIC_METRICS), m))
+    return {m: _tolerance(m, record.tolerances[m], where) for m in metrics}
+
+
+def check_metric(metric: str, recorded: Metrics, measured: Metrics,
+                 tolerance: Mapping[str, float]) -> ValidationRow:
+    """Compare one metric: it holds when ``|measured - recorded| <= max(abs, rel*|recorded|,
+    iqr*recorded_iqr)`` (``iqr`` for latency only), or when both are missing."""
+    tol = dict(tolerance)
+    old, new = getattr(recorded, metric), getattr(measured, metric)
+    if old is None or new is None:
+        return ValidationRow(metric, old, new, tol, None, old is None and new is None)
+    allowed = max(tol.get("abs", 0.0), tol.get("rel", 0.0) * abs(float(old)))
+    if "iqr" in tol:
+        allowed = max(allowed, tol["iqr"] * float(recorded.latency_iqr_ms))
+    return ValidationRow(metric, old, new, tol, allowed, abs(float(new) - float(old)) <= allowed)
+
+
+def validate(record: RecordLike, data: TaskData | None = None) -> ValidationReport:
+    """Re-measure the record's plan (no cache) and check every metric it has a tolerance
+    for; deterministic metrics must agree, latency within the recorded spread."""
+    record, where = _resolve(record)
+    tolerances = record_tolerances(record, where)
+    task = _rebuild_task(record, where, data)
+    measured = task.evaluate(record.plan, use_cache=False)
+    rows = [check_metric(m, record.metrics, measured, tol) for m, tol in tolerances.items()]
+    return ValidationReport(where, rows, measured)
