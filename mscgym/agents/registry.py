@@ -19,6 +19,7 @@ AGENTS: dict[str, tuple[str, str]] = {
     "greedy": ("mscgym.agents.greedy", "GreedyAgent"),
     "optuna": ("mscgym.agents.optuna_agent", "OptunaAgent"),
     "rl": ("mscgym.agents.rl", "PPOAgent"),
+    "ray": ("mscgym.agents.ray_agent", "RayAgent"),
 }
 
 

@@ -1,0 +1,81 @@
+"""The ``ray`` agent: a Ray Tune sweep (:mod:`mscgym.tune`) behind the Agent interface.
+
+The budget is the sweep's number of trials. Trials run in Ray workers, in parallel;
+their results become the search history, in trial order. The best plan is then
+measured again on the caller's own task (through its cache), and that measurement is
+what the result's best metrics, score and record hold: the record then compares like
+with like when ``mscgym validate`` re-measures it, whatever the load on the workers
+was. The workers' score of it stays in ``extra["sweep_best_score"]``.
+
+Ray is optional: creating this agent without it raises an MSCError that says how to
+install it, and nothing here imports Ray until a sweep runs.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from typing import Any
+
+from mscgym.agents.base import Agent, SearchResult
+from mscgym.agents.evaluator import Evaluator, pareto_front
+from mscgym.compiler.errors import MSCError
+from mscgym.records.record import make_record
+from mscgym.tasks.task import Task
+from mscgym.tune.deps import check_ray
+from mscgym.tune.sweep import SweepSettings, run_trials
+
+
+class RayAgent(Agent):
+    """Parallel search with Ray Tune; options as for :func:`mscgym.tune.run_sweep`."""
+
+    name = "ray"
+
+    def __init__(self, *, search_alg: str = "optuna", max_concurrent: int = 2,
+                 resources_per_trial: Mapping[str, float] | None = None,
+                 storage_path: str | os.PathLike[str] | None = None,
+                 experiment_name: str | None = None, address: str | None = None,
+                 num_cpus: int | None = None, scheduler: str | None = None, seed: int = 0,
+                 resume: bool = False, progress: bool = True,
+                 logdir: str | os.PathLike[str] | None = None) -> None:
+        check_ray()
+        self.settings = SweepSettings(
+            search_alg=search_alg, max_concurrent=max_concurrent,
+            resources_per_trial=dict(resources_per_trial or {"cpu": 1}),
+            storage_path=storage_path, name=experiment_name, address=address,
+            num_cpus=num_cpus, scheduler=scheduler, seed=seed, resume=resume,
+            progress=progress)
+        super().__init__(seed=seed, progress=progress, logdir=logdir,
+                         options=self.settings.to_json())
+
+    def _run(self, task: Task, evaluator: Evaluator) -> dict[str, Any]:
+        return run_trials(task, evaluator, self.settings)
+
+    def _result(self, task: Task, evaluator: Evaluator, extra: dict[str, Any]
+                ) -> SearchResult:
+        best = evaluator.best
+        if best is None:
+            raise MSCError(f"agent {self.name!r} evaluated no plan")
+        metrics = task.evaluate(best["plan"])  # this process's measurement (or its cache)
+        worker_evaluations = sum(not entry["cached"] for entry in evaluator.history)
+        evaluations = evaluator.real_evaluations + worker_evaluations
+        extra = {**extra, "sweep_best_score": float(best["score"])}
+        info = {"agent": self.name, "seed": self.seed, "options": self.options,
+                "budget": evaluator.budget, "steps": evaluator.steps, **extra}
+        record = make_record(task, best["plan"], metrics,
+                             extra={**info, "evaluations": evaluations})
+        return SearchResult(
+            best_plan=dict(best["plan"]),
+            best_metrics=metrics,
+            best_score=float(record.score),
+            best_record=record,
+            history=evaluator.history,
+            pareto=pareto_front(evaluator.history),
+            evaluations=evaluations,
+            cache_stats=evaluator.cache_stats(),
+            wall_seconds=evaluator.wall_seconds,
+            baseline_score=evaluator.baseline_score,
+            agent=self.name,
+            budget=evaluator.budget,
+            extra=extra,
+        )

@@ -1,0 +1,115 @@
+"""A task as JSON that a Ray worker turns back into the same Task.
+
+Trials run in other processes (possibly other machines), so the driver cannot hand
+them its Task object: it sends the task's description instead, and each worker
+rebuilds the task from it. That only works for what a description can name: a zoo
+model or a model file, zoo data, and a student given as a recipe; anything held only
+in the driver's memory is refused up front, before Ray starts. The worker checks that
+its rebuilt task describes itself exactly as the driver's did (weights, data, space,
+scorer, runner, ...), so no trial ever measures a different problem.
+
+The spec also carries the driver's baseline metrics, so every trial scores against
+the same baseline the driver scores with, and the driver's cache directory (if any),
+so workers and driver share evaluations on disk.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any
+
+from mscgym import zoo
+from mscgym.compiler.errors import MSCError
+from mscgym.tasks.cache import fingerprint
+from mscgym.tasks.measure import Compressed
+from mscgym.tasks.metrics import Metrics
+from mscgym.tasks.sources import TaskData, zoo_data
+from mscgym.tasks.task import Task
+
+TaskSpec = dict[str, Any]
+
+
+def _json(value: Any) -> Any:
+    """``value`` as it reads back from JSON (tuples become lists, and so on)."""
+    return json.loads(json.dumps(value))
+
+
+def _model_arg(model_id: str) -> str:
+    if model_id in zoo.list_models() or os.path.isfile(model_id):
+        return model_id
+    raise MSCError(
+        f"ray sweep: model {model_id!r} exists only in this process (a torch module or an "
+        "in-memory graph), and Ray workers rebuild the task from its description; pass a "
+        f"zoo model ({', '.join(zoo.list_models())}) or a model file (.onnx, or a graph "
+        "saved with graph.export) instead")
+
+
+def _data_arg(model_id: str, data_id: str) -> TaskData | None:
+    """The data to rebuild with: None for the model's own zoo data, else a zoo data set."""
+    if data_id == f"zoo:{model_id}":
+        return None
+    name = data_id.removeprefix("zoo:")
+    if data_id.startswith("zoo:") and name in zoo.list_models():
+        return zoo_data(zoo.load(name))
+    raise MSCError(f"ray sweep: task data {data_id!r} is not a zoo data set, so Ray workers "
+                   "cannot rebuild it; use a zoo model's data")
+
+
+def task_spec(task: Task) -> TaskSpec:
+    """The JSON a worker rebuilds ``task`` from; MSCError if a worker could not."""
+    desc = _json(task.describe())
+    _model_arg(desc["model"])
+    _data_arg(desc["model"], desc["data"])
+    if isinstance(task.student, Compressed):
+        raise MSCError("ray sweep: the distillation student was given as a built model, which "
+                       "Ray workers cannot rebuild; give the student as a recipe such as "
+                       "{'prune': 0.5, 'quantize': 'int8_channel_minmax'}")
+    directory = task.cache.directory
+    return {"task": desc, "key": fingerprint(desc),
+            "cache_dir": None if directory is None else os.path.abspath(directory),
+            "baseline": _json(task.baseline.to_json())}
+
+
+def spec_baseline(spec: TaskSpec) -> Metrics:
+    """The driver's baseline metrics, which every trial scores against."""
+    return Metrics.from_json(spec["baseline"])
+
+
+def _space_choices(space: list[dict[str, Any]], tool: str) -> list[Any] | None:
+    for dim in space:
+        if str(dim["name"]).startswith(f"{tool}:"):
+            return list(dim["choices"])
+    return None
+
+
+def _first_difference(expected: dict[str, Any], found: dict[str, Any]) -> str:
+    for key in sorted(set(expected) | set(found)):
+        if expected.get(key) != found.get(key):
+            return f"key {key!r}"
+    return "nothing"
+
+
+def task_from_spec(spec: TaskSpec) -> Task:
+    """Rebuild the task ``spec`` describes, refusing one that describes itself differently."""
+    desc = spec["task"]
+    model = _model_arg(desc["model"])
+    kwargs: dict[str, Any] = {}
+    quant_choices = _space_choices(desc["space"], "quantize")
+    if quant_choices is not None:
+        kwargs["quant_choices"] = quant_choices
+    densities = _space_choices(desc["space"], "prune")
+    if densities is not None:
+        kwargs["densities"] = densities
+    task = Task(model, desc["tool"], data=_data_arg(model, desc["data"]),
+                scorer=desc["scorer"]["name"], scorer_options=desc["scorer"]["options"],
+                runner=desc["runner"], device=desc["device"],
+                runner_options=desc["runner_options"], seed=desc["seed"],
+                profile_repeat=desc["profile"]["repeat"], profile_warmup=desc["profile"]["warmup"],
+                student=desc["student"], cache_dir=spec["cache_dir"], **kwargs)
+    rebuilt = _json(task.describe())
+    if rebuilt != desc:
+        raise MSCError(f"ray worker: the task rebuilt from model {desc['model']!r} differs from "
+                       f"the driver's at {_first_difference(desc, rebuilt)}; the model file or "
+                       "the zoo cache changed since the sweep started")
+    return task

@@ -1,0 +1,272 @@
+"""Ray Tune sweeps over a task: ``run_sweep(task, ...) -> SearchResult``.
+
+Each trial evaluates one plan in a Ray worker (:mod:`mscgym.tune.trainable`), which
+rebuilds the task from its JSON description (:mod:`mscgym.tune.spec`). The searcher
+(Optuna TPE, Optuna random, or Tune's own random variant generator) proposes choice
+indices over :func:`mscgym.tune.space.search_space`, never more than
+``max_concurrent`` at once; the first trial is always the uncompressed baseline, as
+with the other agents.
+
+Ray starts on demand, locally (``num_cpus`` CPUs, 2 by default, one per trial, one
+OpenMP thread per worker) or attached to a cluster (``address``), and stays up for
+later sweeps (``ray.shutdown()`` ends it). A failed trial is retried once; if it fails
+again it is reported in the result's ``extra["failed_trials"]`` (plan and error),
+never silently dropped. With ``resume=True`` an experiment found under
+``storage_path``/``name`` is restored (``Tuner.restore``, errored trials retried)
+instead of started again: its finished trials count as the first steps (recorded as
+cached, phase ``resumed``) and only the missing ones run. The experiment name defaults
+to one derived from the task, so resuming needs no name; a fresh sweep under an
+existing name replaces that experiment's state (its old trial folders stay). On a
+cluster, every node needs mscgym, the zoo cache and any model file at the same path.
+"""
+
+from __future__ import annotations
+
+import numbers
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from mscgym.compiler.errors import MSCError
+from mscgym.tasks.cache import fingerprint
+from mscgym.tasks.metrics import Metrics
+from mscgym.tasks.task import Task
+from mscgym.tune.deps import check_ray, import_tune
+from mscgym.tune.space import config_plan, plan_config, search_space
+from mscgym.tune.spec import TaskSpec, task_spec
+from mscgym.tune.trainable import evaluate_trial
+
+if TYPE_CHECKING:
+    from mscgym.agents.base import SearchResult
+    from mscgym.agents.evaluator import Evaluator
+
+SEARCH_ALGS = ("optuna", "random", "basic")
+SCHEDULERS = ("asha",)
+DEFAULT_NUM_CPUS = 2
+MAX_FAILURES = 1
+"""Times a failed trial is started again before it counts as failed."""
+
+
+def _positive_int(value: Any, key: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+        raise MSCError(f"ray sweep: {key} must be a positive int, got {value!r}")
+    return int(value)
+
+
+@dataclass
+class SweepSettings:
+    """How a sweep runs; checked on construction so a bad option fails before Ray starts."""
+
+    search_alg: str = "optuna"
+    max_concurrent: int = 2
+    resources_per_trial: dict[str, float] = field(default_factory=lambda: {"cpu": 1})
+    storage_path: str | None = None
+    name: str | None = None
+    address: str | None = None
+    num_cpus: int | None = None
+    scheduler: str | None = None
+    seed: int = 0
+    resume: bool = False
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        if self.search_alg not in SEARCH_ALGS:
+            raise MSCError(f"ray sweep: unknown search_alg {self.search_alg!r}; expected one "
+                           f"of {list(SEARCH_ALGS)}")
+        if self.scheduler is not None and self.scheduler not in SCHEDULERS:
+            raise MSCError(f"ray sweep: unknown scheduler {self.scheduler!r}; expected None or "
+                           f"one of {list(SCHEDULERS)}")
+        self.max_concurrent = _positive_int(self.max_concurrent, "max_concurrent")
+        if self.num_cpus is not None:
+            self.num_cpus = _positive_int(self.num_cpus, "num_cpus")
+            if self.address is not None:
+                raise MSCError("ray sweep: num_cpus sizes a local Ray; a cluster at address "
+                               f"{self.address!r} has its own CPUs, so give one or the other")
+        if not isinstance(self.resources_per_trial, Mapping) or not all(
+                isinstance(k, str) and isinstance(v, int | float) and not isinstance(v, bool)
+                and v >= 0 for k, v in self.resources_per_trial.items()):
+            raise MSCError("ray sweep: resources_per_trial must map resource names to "
+                           f"numbers >= 0, e.g. {{'cpu': 1}}; got {self.resources_per_trial!r}")
+        self.resources_per_trial = dict(self.resources_per_trial)
+        if self.storage_path is not None:
+            self.storage_path = os.fspath(self.storage_path)
+            if "://" not in self.storage_path:
+                self.storage_path = os.path.abspath(self.storage_path)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"search_alg": self.search_alg, "max_concurrent": self.max_concurrent,
+                "resources_per_trial": dict(self.resources_per_trial),
+                "storage_path": self.storage_path, "name": self.name,
+                "address": self.address, "num_cpus": self.num_cpus,
+                "scheduler": self.scheduler, "seed": self.seed, "resume": self.resume}
+
+
+def ensure_ray(settings: SweepSettings) -> None:
+    """Start a local Ray, or attach to the cluster at ``settings.address``, unless up."""
+    import ray
+
+    if ray.is_initialized():
+        return
+    runtime_env = {"env_vars": {"OMP_NUM_THREADS": "1"}}
+    if settings.address is not None:
+        ray.init(address=settings.address, runtime_env=runtime_env, log_to_driver=False,
+                 ignore_reinit_error=True)
+    else:
+        ray.init(num_cpus=settings.num_cpus or DEFAULT_NUM_CPUS, include_dashboard=False,
+                 ignore_reinit_error=True, log_to_driver=False, runtime_env=runtime_env)
+
+
+def _trial_dirname(trial: Any) -> str:
+    """``trial_<creation number>_<id>``: short (Tune's default spells the whole config
+    out) and sorting in creation order, which a restored result grid does not keep.
+    Tune's searchers start each trial's tag with its creation number."""
+    number = str(trial.experiment_tag).split("_", 1)[0]
+    return f"trial_{number.zfill(5)}_{trial.trial_id}"
+
+
+def _creation_order(result: Any) -> str:
+    return os.path.basename(os.path.normpath(result.path))
+
+
+def _search_alg(task: Task, settings: SweepSettings) -> Any:
+    baseline = [plan_config(task.space, task.space.baseline_plan())]
+    if settings.search_alg == "basic":
+        from ray.tune.search import BasicVariantGenerator
+
+        return BasicVariantGenerator(points_to_evaluate=baseline,
+                                     max_concurrent=settings.max_concurrent,
+                                     random_state=settings.seed)
+    import optuna
+    from ray.tune.search import ConcurrencyLimiter
+    from ray.tune.search.optuna import OptunaSearch
+
+    sampler = (optuna.samplers.TPESampler(seed=settings.seed) if settings.search_alg == "optuna"
+               else optuna.samplers.RandomSampler(seed=settings.seed))
+    return ConcurrencyLimiter(OptunaSearch(points_to_evaluate=baseline, sampler=sampler),
+                              max_concurrent=settings.max_concurrent)
+
+
+def _scheduler(settings: SweepSettings) -> Any:
+    if settings.scheduler is None:
+        return None
+    from ray.tune.schedulers import ASHAScheduler
+
+    return ASHAScheduler(time_attr="training_iteration", grace_period=1)
+
+
+def experiment_name(task: Task, settings: SweepSettings) -> str:
+    """``settings.name``, or one derived from the task (the same task resumes it)."""
+    return settings.name or f"mscgym-{task.tool}-{fingerprint(task.describe())[:16]}"
+
+
+def _tuner(task: Task, spec: TaskSpec, settings: SweepSettings, num_samples: int
+           ) -> tuple[Any, str, bool]:
+    """The Tuner (restored where asked and possible), its experiment path, and whether
+    it was restored."""
+    tune = import_tune()
+    trainable = tune.with_resources(tune.with_parameters(evaluate_trial, spec=spec),
+                                    settings.resources_per_trial)
+    run_config = tune.RunConfig(
+        name=experiment_name(task, settings), storage_path=settings.storage_path,
+        failure_config=tune.FailureConfig(max_failures=MAX_FAILURES),
+        verbose=1 if settings.progress else 0)
+    path = os.path.join(run_config.storage_path, run_config.name)
+    if settings.resume and tune.Tuner.can_restore(path):
+        return tune.Tuner.restore(path, trainable, resume_errored=True), path, True
+    tune_config = tune.TuneConfig(
+        search_alg=_search_alg(task, settings), scheduler=_scheduler(settings),
+        metric="score", mode="max", num_samples=num_samples, reuse_actors=True,
+        trial_dirname_creator=_trial_dirname)
+    return (tune.Tuner(trainable, param_space=search_space(task), tune_config=tune_config,
+                       run_config=run_config), path, False)
+
+
+def _error_text(error: BaseException) -> str:
+    """The last line of a trial's error (Ray wraps it in the worker's traceback)."""
+    lines = [line for line in str(error).strip().splitlines() if line.strip()]
+    return lines[-1].strip() if lines else type(error).__name__
+
+
+def _check_task(result: Any, spec: TaskSpec, path: str) -> None:
+    found = result.metrics.get("task_key")
+    if found != spec["key"]:
+        raise MSCError(f"ray experiment {path} holds trials of another task (task key {found}, "
+                       f"this task's is {spec['key']}); resume it with that task, or give this "
+                       "sweep another name or storage_path")
+
+
+def run_trials(task: Task, evaluator: Evaluator, settings: SweepSettings) -> dict[str, Any]:
+    """Run the sweep and record each finished trial, in trial order, as an evaluator step.
+
+    Returns facts for the result: the experiment path, trial counts, the failed trials
+    (plan and last error line) and whether the experiment was restored.
+    """
+    spec = task_spec(task)
+    check_ray()
+    ensure_ray(settings)
+    tuner, path, restored = _tuner(task, spec, settings, evaluator.budget)
+    finished_before: set[str] = set()
+    if restored:
+        for result in tuner.get_results():
+            if result.error is None and result.metrics:
+                _check_task(result, spec, path)
+                finished_before.add(result.path)
+    grid = tuner.fit()
+    failed: list[dict[str, Any]] = []
+    over_budget = 0
+    for result in sorted(grid, key=_creation_order):
+        plan = config_plan(task.space, result.config)
+        if result.error is not None or "metrics" not in result.metrics:
+            error = ("the trial reported no result" if result.error is None
+                     else _error_text(result.error))
+            failed.append({"plan": plan, "error": error, "path": result.path})
+            continue
+        _check_task(result, spec, path)
+        if evaluator.done:  # a restored experiment can hold more trials than the budget
+            over_budget += 1
+            continue
+        resumed = result.path in finished_before
+        evaluator.record(plan, Metrics.from_json(result.metrics["metrics"]),
+                         cached=resumed or bool(result.metrics["cached"]),
+                         phase="resumed" if resumed else f"ray:{settings.search_alg}")
+    if evaluator.best is None:
+        first = failed[0]["error"] if failed else "no trial ran"
+        raise MSCError(f"ray sweep {path}: no trial finished ({len(failed)} failed); first "
+                       f"error: {first}")
+    return {"experiment_path": path, "trials": len(grid), "failed_trials": failed,
+            "over_budget_trials": over_budget, "resumed": restored,
+            "resumed_trials": len(finished_before),
+            "search_alg": settings.search_alg, "scheduler": settings.scheduler}
+
+
+def run_sweep(
+    task: Task,
+    search_alg: str = "optuna",
+    num_samples: int = 8,
+    max_concurrent: int = 2,
+    resources_per_trial: Mapping[str, float] | None = None,
+    storage_path: str | os.PathLike[str] | None = None,
+    name: str | None = None,
+    address: str | None = None,
+    num_cpus: int | None = None,
+    scheduler: str | None = None,
+    seed: int = 0,
+    resume: bool = False,
+    progress: bool = True,
+    logdir: str | os.PathLike[str] | None = None,
+) -> SearchResult:
+    """Sweep ``task`` with Ray Tune (``num_samples`` trials); see the module docstring.
+
+    The result's best record is re-measured on this process's task (through its cache),
+    so ``mscgym validate`` compares it with a measurement made the same way.
+    """
+    # Imported here: the agent module imports this one.
+    from mscgym.agents.ray_agent import RayAgent
+
+    agent = RayAgent(search_alg=search_alg, max_concurrent=max_concurrent,
+                     resources_per_trial=resources_per_trial, storage_path=storage_path,
+                     experiment_name=name, address=address, num_cpus=num_cpus,
+                     scheduler=scheduler, seed=seed, resume=resume, progress=progress,
+                     logdir=logdir)
+    return agent.search(task, num_samples)
