@@ -13,10 +13,10 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from mscgym.cli import inspect, replay, run, search, validate
+from mscgym.cli import inspect, leaderboard, plot, replay, run, search, validate
 from mscgym.compiler.errors import MSCError
 
-COMMANDS = [inspect, search, replay, validate, run]
+COMMANDS = [inspect, search, replay, validate, run, leaderboard, plot]
 
 EXIT_USAGE = 2
 

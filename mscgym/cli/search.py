@@ -10,6 +10,7 @@ rate, wall time), and writes the best plan's record, which ``mscgym replay`` and
 from __future__ import annotations
 
 import argparse
+import json
 from collections.abc import Callable
 from typing import Any
 
@@ -20,6 +21,7 @@ from mscgym.runtime.registry import runner_names
 from mscgym.runtime.runner import RunnerUnavailableError
 from mscgym.tasks.scorers import SCORERS
 from mscgym.tasks.task import TOOLS, Task
+from mscgym.utils.files import atomic_write_text
 
 NAME = "search"
 
@@ -62,6 +64,8 @@ def register(subparsers: Any) -> None:
                         help="how many plans the agent may propose")
     parser.add_argument("--record", required=True, metavar="OUT.json",
                         help="where to write the best plan's record")
+    parser.add_argument("--history", metavar="OUT.json",
+                        help="also write the search history (for mscgym plot) here")
     parser.add_argument("--runner", default="onnxruntime", choices=runner_names(),
                         help="runner that measures each plan (default onnxruntime)")
     parser.add_argument("--device", default="cpu", help="device of the runner (default cpu)")
@@ -157,6 +161,8 @@ def run(args: argparse.Namespace) -> int:
     task = build_task(args)
     result = agent.search(task, args.budget)
     path = result.best_record.save(args.record)
+    if args.history is not None:
+        atomic_write_text(args.history, json.dumps(result.to_json(), indent=1, sort_keys=True))
     print(format_summary(task, result, path))
     return 0
 

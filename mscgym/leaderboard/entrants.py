@@ -1,0 +1,91 @@
+"""Who competes: the built-in agents with their leaderboard settings, the uniform
+baseline, and outside agents named ``package.module:ClassName``.
+
+Every entrant is created with the fixed seed and no progress bar, so two runs of the
+leaderboard propose the same plans.
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import os
+from typing import Any
+
+from mscgym.agents import AGENTS, Agent, Evaluator, create_agent
+from mscgym.compiler.errors import MSCError
+from mscgym.leaderboard.tasks import SEED
+from mscgym.tasks.task import Task
+
+UNIFORM_QUANT = "int8_channel_minmax"
+UNIFORM_DENSITY = 0.5
+
+
+class UniformAgent(Agent):
+    """The one-plan baseline: every quantizable layer int8 (per-channel weights, min-max
+    activations) and every prune group at half density, whichever the task searches.
+
+    It is what a user gets without any search, so an agent that cannot beat it has not
+    earned its budget.
+    """
+
+    name = "uniform-int8"
+
+    def __init__(self, *, seed: int = 0, progress: bool = True,
+                 logdir: str | os.PathLike[str] | None = None) -> None:
+        super().__init__(seed=seed, progress=progress, logdir=logdir,
+                         options={"quantize": UNIFORM_QUANT, "prune": UNIFORM_DENSITY})
+
+    def _run(self, task: Task, evaluator: Evaluator) -> dict[str, Any]:
+        uniform = {"quantize": UNIFORM_QUANT, "prune": UNIFORM_DENSITY}
+        plan = task.space.baseline_plan()
+        for dim in task.space:
+            tool = dim.name.split(":", 1)[0]
+            if tool in uniform:
+                plan[dim.name] = uniform[tool]
+        evaluator.evaluate(plan, phase="uniform")
+        return {}
+
+
+ENTRANTS: dict[str, tuple[str, dict[str, Any]]] = {
+    "grid": ("grid", {}),
+    "random": ("random", {}),
+    "greedy": ("greedy", {}),
+    "optuna": ("optuna", {"sampler": "tpe"}),
+    "optuna-nsga2": ("optuna", {"sampler": "nsga2"}),
+    "rl": ("rl", {}),
+}
+"""Leaderboard name -> (registered agent, options). Other names in
+``mscgym.agents.AGENTS`` run with their defaults."""
+ALL_AGENTS = (UniformAgent.name, *ENTRANTS)
+QUICK_AGENTS = ("uniform-int8", "random", "greedy", "optuna")
+
+
+def _external(spec: str) -> Agent:
+    module_name, _, class_name = spec.partition(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as err:
+        raise MSCError(f"agent {spec!r}: cannot import module {module_name!r} ({err})") from None
+    cls = getattr(module, class_name, None)
+    if not (inspect.isclass(cls) and issubclass(cls, Agent)):
+        raise MSCError(f"agent {spec!r}: {module_name}.{class_name} is not a subclass of "
+                       "mscgym.agents.Agent")
+    accepted = inspect.signature(cls.__init__).parameters
+    options = {k: v for k, v in (("seed", SEED), ("progress", False)) if k in accepted}
+    return cls(**options)
+
+
+def make_agent(name: str) -> Agent:
+    """The entrant ``name``: a leaderboard name, a registered agent, or ``module:Class``."""
+    if ":" in name:
+        return _external(name)
+    if name == UniformAgent.name:
+        return UniformAgent(seed=SEED, progress=False)
+    if name in ENTRANTS:
+        agent, options = ENTRANTS[name]
+        return create_agent(agent, seed=SEED, progress=False, **options)
+    if name in AGENTS:
+        return create_agent(name, seed=SEED, progress=False)
+    raise MSCError(f"unknown leaderboard agent {name!r}; expected one of "
+                   f"{sorted(set(ALL_AGENTS) | set(AGENTS))} or package.module:AgentClass")
