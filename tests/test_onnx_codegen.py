@@ -230,13 +230,7 @@ def test_every_supported_op_has_an_emitter() -> None:
 
 
 # -- the ONNX frontend ------------------------------------------------------------------------
-@pytest.mark.parametrize("name", [
-    "digits-resnet", "digits-transformer",
-    pytest.param("digits-mobilenet", marks=pytest.mark.xfail(
-        raises=UnsupportedOpError, strict=True,
-        reason="TVM's ONNX frontend lowers Clip to isnan/where + call_tir(maximum/minimum), "
-               "which from_relax does not translate")),
-])
+@pytest.mark.parametrize("name", ["digits-resnet", "digits-transformer", "digits-mobilenet"])
 def test_from_onnx_of_torch_export_matches_ort(name: str, tmp_path: str) -> None:
     model = zoo.load(name)
     path = os.path.join(tmp_path, f"{name}.onnx")

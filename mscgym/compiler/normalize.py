@@ -108,6 +108,32 @@ def _fold_batch_norm(func: relax.Function) -> relax.Function:
     return rewrite_call(pattern, rewriter, func)
 
 
+_TE_BINARY = {"maximum": relax.op.maximum, "minimum": relax.op.minimum}
+
+
+def _te_clip_to_relax(func: relax.Function) -> relax.Function:
+    """call_tir(maximum|minimum, (x, scalar const)) -> relax.maximum/minimum(x, const).
+
+    TVM's ONNX frontend emits Clip (ReLU6) as TE maximum/minimum kernels over NaN-guarded
+    bounds; once the guards are folded, these are plain Relax elementwise ops again.
+    """
+    pattern = is_op("relax.call_tir")(wildcard(), wildcard())
+
+    def rewriter(expr: relax.Expr, matches: dict) -> relax.Expr:
+        callee, args = expr.args[0], expr.args[1]
+        name = getattr(callee, "name_hint", "").rstrip("0123456789")
+        fields = getattr(args, "fields", ())
+        if name not in _TE_BINARY or len(fields) != 2 or not isinstance(
+                fields[1], tvm.ir.expr.GenericConst):
+            return expr
+        bound = fields[1]
+        if const_value(bound).ndim != 0:
+            return expr
+        return _TE_BINARY[name](fields[0], named_const(const_value(bound), None))
+
+    return rewrite_call(pattern, rewriter, func)
+
+
 def _const_to_rhs(func: relax.Function) -> relax.Function:
     """add/multiply(const, x) -> add/multiply(x, const)."""
     const, other = is_const(), wildcard()
@@ -119,6 +145,13 @@ def _const_to_rhs(func: relax.Function) -> relax.Function:
         return relax.Call(expr.op, [matches[other], matches[const]], expr.attrs)
 
     return rewrite_call(pattern, rewriter, func)
+
+
+def _calls_tir(func: relax.Function) -> bool:
+    found = []
+    relax.analysis.post_order_visit(func, lambda e: found.append(
+        isinstance(e, relax.Call) and getattr(e.op, "name", "") == "relax.call_tir"))
+    return any(found)
 
 
 def normalize(
@@ -139,6 +172,11 @@ def normalize(
         func = bind_params(func, params, names)
     func = _fold_weight_layout(func)
     func = _fold_batch_norm(func)
+    if _calls_tir(func):
+        folded = relax.transform.FoldConstant()(tvm.IRModule({**{
+            gv: mod[gv] for gv in mod.get_global_vars() if gv.name_hint != entry_name},
+            entry_name: func}))
+        func = _te_clip_to_relax(folded[entry_name])
     func = _const_to_rhs(func)
     func = relax.analysis.remove_all_unused(func)
     out = tvm.IRModule({entry_name: func})
