@@ -13,7 +13,6 @@ switch) and written atomically.
 
 from __future__ import annotations
 
-import json
 import os
 import re
 from dataclasses import dataclass
@@ -25,7 +24,7 @@ from matplotlib.figure import Figure
 
 from mscgym.compiler.errors import MSCError
 from mscgym.records.record import load_record
-from mscgym.utils.files import atomic_write
+from mscgym.utils.files import atomic_write, read_json
 
 
 class PlotError(MSCError):
@@ -86,13 +85,7 @@ def _point(step: int, score: Any, metrics: Any, where: str) -> Point:
 def load_history(path: str | os.PathLike[str]) -> PlotData:
     """Points of a search history JSON (``SearchResult.to_json()``)."""
     where = f"history {os.fspath(path)}"
-    try:
-        with open(path, encoding="utf-8") as handle:
-            data = json.load(handle)
-    except OSError as err:
-        raise PlotError(f"{where}: cannot be read ({err.strerror})") from None
-    except json.JSONDecodeError as err:
-        raise PlotError(f"{where}: not valid JSON ({err})") from None
+    data = read_json(path, PlotError, "history")
     if not isinstance(data, dict) or not isinstance(data.get("history"), list):
         raise PlotError(f"{where}: not a search history (expected a JSON object with a "
                         "'history' list, as SearchResult.to_json() writes)")

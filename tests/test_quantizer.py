@@ -331,7 +331,7 @@ def test_malformed_strategy_files_are_rejected_and_change_nothing(tmp_path):
         assert quantizer.strategy() == good, label
     broken = tmp_path / "broken.json"
     broken.write_text('{"tool": "quantize", "strategy": {', encoding="utf-8")
-    with pytest.raises(ToolConfigError, match="cannot be read as JSON"):
+    with pytest.raises(ToolConfigError, match="not valid JSON"):
         Quantizer(graph, params, INT8).load_strategy(broken)
     out = tmp_path / "out"
     out.mkdir()

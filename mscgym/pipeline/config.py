@@ -21,7 +21,6 @@ The shape follows MSC's processor config::
 from __future__ import annotations
 
 import copy
-import json
 import os
 from collections.abc import Mapping
 from typing import Any
@@ -29,6 +28,7 @@ from typing import Any
 from mscgym.compiler.errors import MSCError
 from mscgym.runtime.registry import runner_names
 from mscgym.tasks.scorers import SCORERS
+from mscgym.utils.files import read_json
 
 STAGES = ("prune", "quantize", "distill")
 VERBOSITY = ("debug", "info", "warning", "error", "critical")
@@ -117,14 +117,7 @@ def _gym(entries: Any, stage: str) -> list[dict[str, Any]]:
 def validate_config(config: Mapping[str, Any] | str | os.PathLike[str]) -> dict[str, Any]:
     """The config with defaults filled in; any bad key raises ConfigError before work."""
     if not isinstance(config, Mapping):
-        path = os.fspath(config)
-        try:
-            with open(path, encoding="utf-8") as handle:
-                config = json.load(handle)
-        except OSError as err:
-            raise ConfigError(f"config file {path}: cannot be read ({err.strerror})") from None
-        except json.JSONDecodeError as err:
-            raise ConfigError(f"config file {path}: not valid JSON ({err})") from None
+        config = read_json(config, ConfigError, "config file")
     raw = _expect_keys(copy.deepcopy(dict(config)), TOP_KEYS, "<top level>")
     out: dict[str, Any] = {
         "workspace": _string(raw.get("workspace", "msc_workspace"), "workspace"),

@@ -17,7 +17,7 @@ from mscgym.compiler.graph import MSCGraph
 from mscgym.compiler.quant_spec import LayerQuant, QuantPlan
 from mscgym.compiler.serialize import load_graph
 from mscgym.pipeline.config import ConfigError
-from mscgym.utils.files import atomic_write_text
+from mscgym.utils.files import atomic_write_text, read_json
 
 Params = dict[str, np.ndarray]
 
@@ -39,14 +39,7 @@ class Workspace:
         return target
 
     def read_json(self, relative: str) -> Any:
-        target = self.path(relative)
-        try:
-            with open(target, encoding="utf-8") as handle:
-                return json.load(handle)
-        except OSError as err:
-            raise ConfigError(f"workspace file {target}: cannot be read ({err.strerror})") from None
-        except json.JSONDecodeError as err:
-            raise ConfigError(f"workspace file {target}: not valid JSON ({err})") from None
+        return read_json(self.path(relative), ConfigError, "workspace file")
 
     # -- state --------------------------------------------------------------------------
     def state(self) -> dict[str, Any]:

@@ -19,7 +19,7 @@ from typing import Any
 from mscgym.compiler.errors import MSCError
 from mscgym.tasks.metrics import Metrics
 from mscgym.tasks.task import Task
-from mscgym.utils.files import atomic_write_text
+from mscgym.utils.files import atomic_write_text, read_json
 
 SCHEMA = "mscgym.record"
 SCHEMA_VERSION = 1
@@ -128,15 +128,8 @@ class Record:
 
 
 def load_record(path: str | os.PathLike[str]) -> Record:
-    where = f"record {os.fspath(path)}"
-    try:
-        with open(path, encoding="utf-8") as handle:
-            data = json.load(handle)
-    except OSError as err:
-        raise RecordError(f"{where}: cannot be read ({err.strerror})") from None
-    except json.JSONDecodeError as err:
-        raise RecordError(f"{where}: not valid JSON ({err})") from None
-    return Record.from_json(data, where)
+    data = read_json(path, RecordError, "record")
+    return Record.from_json(data, f"record {os.fspath(path)}")
 
 
 def make_record(task: Task, plan: dict[str, Any], metrics: Metrics | None = None,

@@ -24,7 +24,7 @@ from mscgym.records.record import Record, RecordError, load_record
 from mscgym.runtime.runner import RunnerUnavailableError
 from mscgym.tasks.measure import run_outputs
 from mscgym.tasks.metrics import Metrics
-from mscgym.tasks.sources import TaskData, zoo_data
+from mscgym.tasks.sources import TaskData, zoo_data_for
 from mscgym.tasks.spaces import PlanError
 from mscgym.tasks.task import Compressed, Task
 from mscgym.tools.losses import distill_loss
@@ -59,14 +59,10 @@ def _data_arg(record: Record, model: str, data: TaskData | None, where: str
     """The task data to rebuild with: given, or the zoo data set the record names."""
     if data is not None:
         return data
-    data_id = str(record.task["data"])
-    if data_id == f"zoo:{model}":
-        return None
-    name = data_id.removeprefix("zoo:")
-    if data_id.startswith("zoo:") and name in zoo.list_models():
-        return zoo_data(zoo.load(name))
-    raise RecordError(f"{where}: data {data_id!r} is not a zoo data set; pass the task data "
-                      "it was recorded with (data=TaskData(...))")
+    try:
+        return zoo_data_for(model, str(record.task["data"]))
+    except MSCError as err:
+        raise RecordError(f"{where}: {err}") from None
 
 
 def _space_choices(space: Any, tool: str, where: str) -> list[Any] | None:

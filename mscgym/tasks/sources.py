@@ -97,6 +97,18 @@ def zoo_data(entry: zoo.ZooModel, n_calibration: int = 8, batch_size: int = 32) 
     )
 
 
+def zoo_data_for(model_id: str, data_id: str) -> TaskData | None:
+    """Rebuild data from its id: None when it is the model's own zoo data (the task loads
+    it), a zoo data set by name, else an MSCError (other data cannot be rebuilt by id)."""
+    if data_id == f"zoo:{model_id}":
+        return None
+    name = data_id.removeprefix("zoo:")
+    if data_id.startswith("zoo:") and name in zoo.list_models():
+        return zoo_data(zoo.load(name))
+    raise MSCError(f"data {data_id!r} is not a zoo data set, so it cannot be rebuilt from "
+                   "its id; pass the task data it was made with (data=TaskData(...))")
+
+
 def resolve_model(
     model: str | os.PathLike[str] | torch.nn.Module | tuple[MSCGraph, Params],
     data: TaskData | None = None,

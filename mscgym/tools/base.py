@@ -19,7 +19,7 @@ import numpy as np
 from mscgym.compiler.errors import MSCError
 from mscgym.compiler.graph import MSCGraph
 from mscgym.compiler.quant_spec import QuantPlan
-from mscgym.utils.files import atomic_write_text
+from mscgym.utils.files import atomic_write_text, read_json
 
 Params = dict[str, np.ndarray]
 
@@ -82,12 +82,7 @@ class BaseTool:
 
     def load_strategy(self, path: str | os.PathLike[str]) -> None:
         where = os.fspath(path)
-        try:
-            with open(where, encoding="utf-8") as handle:
-                document = json.load(handle)
-        except (OSError, json.JSONDecodeError) as err:
-            raise ToolConfigError(f"strategy file {where}: cannot be read as JSON "
-                                  f"({err})") from None
+        document = read_json(where, ToolConfigError, "strategy file")
         if not isinstance(document, dict):
             raise ToolConfigError(f"strategy file {where}: expected a JSON object")
         if document.get("tool") != self.kind.value:

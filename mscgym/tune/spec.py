@@ -24,7 +24,7 @@ from mscgym.compiler.errors import MSCError
 from mscgym.tasks.cache import fingerprint
 from mscgym.tasks.measure import Compressed
 from mscgym.tasks.metrics import Metrics
-from mscgym.tasks.sources import TaskData, zoo_data
+from mscgym.tasks.sources import TaskData, zoo_data_for
 from mscgym.tasks.task import Task
 
 TaskSpec = dict[str, Any]
@@ -46,14 +46,11 @@ def _model_arg(model_id: str) -> str:
 
 
 def _data_arg(model_id: str, data_id: str) -> TaskData | None:
-    """The data to rebuild with: None for the model's own zoo data, else a zoo data set."""
-    if data_id == f"zoo:{model_id}":
-        return None
-    name = data_id.removeprefix("zoo:")
-    if data_id.startswith("zoo:") and name in zoo.list_models():
-        return zoo_data(zoo.load(name))
-    raise MSCError(f"ray sweep: task data {data_id!r} is not a zoo data set, so Ray workers "
-                   "cannot rebuild it; use a zoo model's data")
+    """The data Ray workers rebuild the task with (zoo data only: they get no arrays)."""
+    try:
+        return zoo_data_for(model_id, data_id)
+    except MSCError as err:
+        raise MSCError(f"ray sweep: {err}") from None
 
 
 def task_spec(task: Task) -> TaskSpec:

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import os
 import tempfile
 from collections.abc import Callable
+from typing import Any
 
 
 def atomic_write(path: str | os.PathLike[str], write: Callable[[str], None]) -> None:
@@ -37,3 +39,16 @@ def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
             handle.write(data)
 
     atomic_write(path, write)
+
+
+def read_json(path: str | os.PathLike[str], error: type[Exception], what: str) -> Any:
+    """Parse a JSON file; an unreadable or malformed file raises ``error`` naming it as
+    ``"<what> <path>: ..."``."""
+    where = f"{what} {os.fspath(path)}"
+    try:
+        with open(path, encoding="utf-8") as handle:
+            return json.load(handle)
+    except OSError as err:
+        raise error(f"{where}: cannot be read ({err.strerror})") from None
+    except json.JSONDecodeError as err:
+        raise error(f"{where}: not valid JSON ({err})") from None
