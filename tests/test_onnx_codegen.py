@@ -403,3 +403,31 @@ def test_save_onnx_writes_atomically(tmp_path: str) -> None:
     save_onnx(model, path)
     assert os.listdir(tmp_path) == ["mlp.onnx"]
     assert onnx.load(path).SerializeToString() == model.SerializeToString()
+
+
+def test_int8_plan_after_a_reshape_builds_on_onnxruntime() -> None:
+    """ONNX Runtime 1.32 mis-infers QuantizeLinear types after a Reshape at opset 21, so
+    the default opset is 20 unless the plan needs INT4."""
+    from mscgym.runtime.manager import calibrate_quantizer, example_inputs
+
+    class Reshaping(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.a, self.b = torch.nn.Linear(16, 32), torch.nn.Linear(8, 8)
+            self.c = torch.nn.Linear(8, 4)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.c(torch.relu(self.b(self.a(x).reshape(x.shape[0], 4, 8))))
+
+    torch.manual_seed(0)
+    graph, params = from_torch(Reshaping().eval(), (torch.randn(2, 16),))
+    batches = [np.random.default_rng(i).standard_normal((8, 16)).astype(np.float32)
+               for i in range(3)]
+    plan = calibrate_quantizer(graph, params, {}, batches).quant_plan()
+    model = to_onnx(graph, params, plan)
+    assert model.opset_import[0].version == 20
+    outputs = session(model).run(None, {graph.input_names[0]: example_inputs(graph, 3)[0]})
+    assert outputs[0].shape == (3, 4, 4)
+    int4 = {name: type(layer)(layer.input, type(layer.weight)("int4", (0.05,), (0,)))
+            for name, layer in plan.items()}
+    assert to_onnx(graph, params, int4).opset_import[0].version == 21

@@ -48,6 +48,7 @@ from mscgym.utils.naming import NameSet
 
 _WHERE = "onnx codegen"
 _MIN_OPSET = 18  # reduce ops take their axes as an input from opset 18 on
+_DEFAULT_OPSET = 20
 _INT4_OPSET = 21
 _QTYPES = {"int8": TensorProto.INT8, "uint8": TensorProto.UINT8,
            "int4": TensorProto.INT4, "uint4": TensorProto.UINT4}
@@ -879,17 +880,25 @@ def to_onnx(
     graph: MSCGraph,
     params: Mapping[str, np.ndarray],
     quant: QuantPlan | None = None,
-    opset: int = 21,
+    opset: int | None = None,
     batch: int | None = None,
     quantize_bias: bool = True,
 ) -> onnx.ModelProto:
     """Build the ONNX model of ``graph`` with ``params`` as initializers.
+
+    ``opset`` defaults to 20, or 21 when the plan has 4-bit tensors (INT4 needs it):
+    ONNX Runtime 1.32 mis-infers QuantizeLinear output types after a Reshape at opset
+    21, so the lowest opset that expresses the plan is the safe default.
 
     ``quant`` adds QDQ nodes for its layers (see the module docstring). ``batch`` fixes
     every symbolic dim to that size; otherwise they stay symbolic (``dim_param``).
     ``quantize_bias=False`` keeps biases float, for consumers (TensorRT) that do not take
     int32 DequantizeLinear inputs. The model passes ``onnx.checker`` with ``full_check``.
     """
+    if opset is None:
+        four_bit = any(p is not None and p.bits == 4 for layer in (quant or {}).values()
+                       for p in (layer.input, layer.weight))
+        opset = _INT4_OPSET if four_bit else _DEFAULT_OPSET
     if not _MIN_OPSET <= opset <= onnx.defs.onnx_opset_version():
         raise MSCError(f"onnx codegen supports opsets {_MIN_OPSET}.."
                        f"{onnx.defs.onnx_opset_version()}, got {opset}")
