@@ -34,7 +34,7 @@ from mscgym.compiler.errors import MSCError
 from mscgym.compiler.graph import MSCGraph
 from mscgym.compiler.graph_translator import from_torch
 from mscgym.compiler.quant_spec import QuantPlan
-from mscgym.runtime.manager import RuntimeManager
+from mscgym.runtime.manager import calibrate_quantizer
 from mscgym.runtime.registry import create_runner
 from mscgym.runtime.runner import BaseRunner
 from mscgym.tools import MSC_TOOL, create_tool
@@ -77,14 +77,7 @@ def calibrate(graph: MSCGraph, params: Params, batches: Sequence[np.ndarray],
               config: Mapping[str, Any], runner: str = "onnxruntime") -> QuantPlan:
     """A quant plan calibrated by MSC's loop: run the batches through the runtime
     manager until the quantizer says it is calibrated."""
-    manager = RuntimeManager(graph, params, {"runner": runner})
-    quantizer = manager.create_tool(MSC_TOOL.QUANTIZE, dict(config))
-    manager.load_model()
-    while not quantizer.calibrated:
-        for batch in batches:
-            manager.run(batch)
-        quantizer.calibrate()
-    return quantizer.quant_plan()
+    return calibrate_quantizer(graph, params, config, batches, runner).quant_plan()
 
 
 def prune(graph: MSCGraph, params: Params, density: float, round_to: int
