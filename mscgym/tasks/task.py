@@ -54,6 +54,9 @@ def quantizer_config(choice: str) -> dict[str, Any]:
     if choice == "int8_tensor_minmax":
         return {"weight": {"dtype": "int8", "per_channel": False},
                 "activation": {"dtype": "int8", "method": "minmax"}}
+    if choice == "uint8a_channel_minmax":
+        return {"weight": {"dtype": "int8", "per_channel": True},
+                "activation": {"dtype": "uint8", "symmetric": False, "method": "minmax"}}
     if choice == "int4w_channel_minmax":
         return {"weight": {"dtype": "int4", "per_channel": True},
                 "activation": {"dtype": "int8", "method": "minmax"}}
