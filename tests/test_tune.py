@@ -120,3 +120,32 @@ def test_without_ray_the_agent_says_how_to_install_it() -> None:
     assert proc.returncode == 0, proc.stderr
     assert "Ray Tune sweeps need ray[tune], which is not installed; " \
            "pip install 'mscgym[tune]'" in proc.stdout
+
+
+@pytest.fixture(scope="module")
+def distill_task() -> Task:
+    return Task("digits-mlp", "distill", profile_repeat=3, student={"prune": 0.5})
+
+
+def test_distill_evaluation_reports_every_epoch(distill_task: Task) -> None:
+    plan = distill_task.space.complete({"distill:epochs": 3})
+    seen: list[tuple[int, float]] = []
+    metrics, _ = distill_task.evaluate_full(plan, use_cache=False,
+                                            on_epoch=lambda e, v: seen.append((e, v)))
+    assert [epoch for epoch, _ in seen] == [1, 2, 3]
+    assert seen[-1][1] == pytest.approx(metrics.distill_loss, rel=1e-3, abs=1e-4)
+
+
+def test_asha_sweep_over_distillation_sees_intermediate_epochs(
+        distill_task: Task, sweep: tuple[Path, SearchResult],
+        tmp_path: Path) -> None:
+    result = run_sweep(distill_task, num_samples=3, max_concurrent=2, num_cpus=2,
+                       storage_path=tmp_path, name="distill", scheduler="asha", seed=0,
+                       progress=False)
+    assert result.extra["failed_trials"] == []
+    finished = len(result.history)
+    assert finished + len(result.extra["stopped_trials"]) == 3 and finished >= 1
+    progress = [json.loads(line) for path in (tmp_path / "distill").glob("*/result.json")
+                for line in path.read_text().splitlines()]
+    epochs = [r for r in progress if r.get("intermediate")]
+    assert epochs and all(r["score"] == -r["distill_loss"] for r in epochs)

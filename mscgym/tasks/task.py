@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -23,7 +23,13 @@ from mscgym.compiler.quant_spec import QuantPlan
 from mscgym.runtime.manager import calibrate_quantizer
 from mscgym.runtime.registry import create_runner
 from mscgym.tasks.cache import EvaluationCache, fingerprint
-from mscgym.tasks.measure import Compressed, Measurement, measure, reference_outputs
+from mscgym.tasks.measure import (
+    Compressed,
+    Measurement,
+    batched,
+    measure,
+    reference_outputs,
+)
 from mscgym.tasks.metrics import Metrics
 from mscgym.tasks.scorers import Scorer, get_scorer
 from mscgym.tasks.sources import ModelSource, Params, TaskData, params_hash, resolve_model
@@ -34,9 +40,11 @@ from mscgym.tasks.spaces import (
     SearchSpace,
 )
 from mscgym.tools import MSC_TOOL, create_tool
+from mscgym.tools.losses import distill_loss
 from mscgym.tools.quantizer import DEFAULT_INCLUDE
 
 TOOLS = ("quantize", "prune", "distill", "compress")
+EpochCallback = Callable[[int, float], None]
 
 DISTILL_CHOICES: dict[str, tuple[Any, ...]] = {
     "temperature": (1.0, 2.0, 4.0, 8.0),
@@ -224,7 +232,8 @@ class Task:
         return plan
 
     def _distill(self, graph: MSCGraph, params: Params, quant: QuantPlan,
-                 settings: Mapping[str, Any]) -> tuple[Params, dict[str, Any]]:
+                 settings: Mapping[str, Any], on_epoch: EpochCallback | None = None
+                 ) -> tuple[Params, dict[str, Any]]:
         config = {
             "loss": "kl+ce" if self.data.train_labels is not None else "kl",
             "temperature": float(settings["temperature"]),
@@ -240,7 +249,7 @@ class Task:
         if quant:
             distiller.set_quant(quant)
         inputs, labels = self._train_data()
-        distiller.distill(inputs, labels)
+        distiller.distill(inputs, labels, eval_fn=self._epoch_probe(on_epoch))
         _, new_params = distiller.transform(graph, params)
         return new_params, distiller.strategy()
 
@@ -266,7 +275,23 @@ class Task:
             strategies["quantize"] = {k: v.to_json() for k, v in quant.items()}
         return graph, params, quant
 
-    def compressed(self, plan: Mapping[str, Any]) -> Compressed:
+    def _epoch_probe(self, on_epoch: EpochCallback | None) -> Any:
+        """The distiller's per-epoch ``eval_fn``: the student's distillation loss against
+        the teacher on the evaluation inputs, handed to ``on_epoch(epoch, loss)``."""
+        if on_epoch is None:
+            return None
+        epochs = iter(range(1, 1 << 30))
+
+        def probe(student: Any) -> float:
+            outputs = batched(lambda x: student(torch.from_numpy(x)), self.data.eval_inputs)
+            loss = distill_loss(self.teacher_outputs(), outputs)
+            on_epoch(next(epochs), loss)
+            return loss
+
+        return probe
+
+    def compressed(self, plan: Mapping[str, Any], on_epoch: EpochCallback | None = None
+                   ) -> Compressed:
         """Build the model ``plan`` describes (no measurement)."""
         plan = self.space.validate(plan)
         by_tool: dict[str, dict[str, Any]] = {}
@@ -279,7 +304,7 @@ class Task:
         if self.tool == "distill":
             graph, params, quant = self._student(strategies)
             params, strategies["distill"] = self._distill(graph, params, quant,
-                                                          by_tool["distill"])
+                                                          by_tool["distill"], on_epoch)
         else:
             if "prune" in by_tool:
                 graph, params, prune_strategy = self._prune(graph, params, by_tool["prune"])
@@ -323,9 +348,13 @@ class Task:
                                      if k not in ("scorer", "space")},
                             "plan": self.space.validate(plan)})
 
-    def evaluate_full(self, plan: Mapping[str, Any], use_cache: bool = True
+    def evaluate_full(self, plan: Mapping[str, Any], use_cache: bool = True,
+                      on_epoch: EpochCallback | None = None
                       ) -> tuple[Metrics, dict[str, Any]]:
-        """Metrics and resulting tool strategies of ``plan``, cached by fingerprint."""
+        """Metrics and resulting tool strategies of ``plan``, cached by fingerprint.
+
+        ``on_epoch(epoch, distill_loss)`` is called after each fine-tuning epoch of a
+        distillation plan (schedulers such as ASHA stop bad trials on it)."""
         plan = self.space.validate(plan)
         key = self.plan_key(plan)
         if use_cache:
@@ -333,7 +362,7 @@ class Task:
             if cached is not None:
                 return Metrics.from_json(cached["metrics"]), cached["strategies"]
         start = time.perf_counter()
-        model = self.compressed(plan)
+        model = self.compressed(plan, on_epoch)
         metrics = self.measure(model)
         self.eval_seconds += time.perf_counter() - start
         self.evaluations += 1

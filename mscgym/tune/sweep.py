@@ -215,8 +215,13 @@ def run_trials(task: Task, evaluator: Evaluator, settings: SweepSettings) -> dic
     grid = tuner.fit()
     failed: list[dict[str, Any]] = []
     over_budget = 0
+    stopped: list[dict[str, Any]] = []
     for result in sorted(grid, key=_creation_order):
         plan = config_plan(task.space, result.config)
+        if result.error is None and (result.metrics or {}).get("intermediate"):
+            stopped.append({"plan": plan, "epoch": result.metrics.get("epoch"),
+                            "distill_loss": result.metrics.get("distill_loss")})
+            continue  # stopped early by the scheduler after an intermediate epoch
         if result.error is not None or "metrics" not in result.metrics:
             error = ("the trial reported no result" if result.error is None
                      else _error_text(result.error))
@@ -235,6 +240,7 @@ def run_trials(task: Task, evaluator: Evaluator, settings: SweepSettings) -> dic
         raise MSCError(f"ray sweep {path}: no trial finished ({len(failed)} failed); first "
                        f"error: {first}")
     return {"experiment_path": path, "trials": len(grid), "failed_trials": failed,
+            "stopped_trials": stopped,
             "over_budget_trials": over_budget, "resumed": restored,
             "resumed_trials": len(finished_before),
             "search_alg": settings.search_alg, "scheduler": settings.scheduler}

@@ -5,11 +5,11 @@ against the driver's baseline, what the searcher maximizes), ``metrics`` (the
 Metrics JSON), ``plan``, ``cached`` (answered from the worker's task cache) and
 ``task_key`` (which task it measured, so a resumed experiment can be checked).
 
-Distillation trials report once too. The Distiller can call back after every epoch
-(``eval_fn`` of ``Distiller.distill``), but ``Task.evaluate`` runs it without one and
-offers no hook to pass one in, and an intermediate ``score`` would need the student's
-latency, which only the final measurement has; so ASHA (``scheduler="asha"``) sees one
-result per trial and stops nothing early until Task exposes per-epoch results.
+Distillation trials also report after every fine-tuning epoch, with ``score`` set to
+minus the student's distillation loss at that epoch (``intermediate`` true), so ASHA
+(``scheduler="asha"``) can stop a trial whose student lags the others at the same
+epoch; the final report carries the task's real score, which is what the searcher and
+the result use.
 
 Building a task (translating the model, loading data, calibrating) costs seconds, so a
 worker process keeps the tasks it built: trials on a reused actor (the sweep sets
@@ -44,8 +44,14 @@ def evaluate_trial(config: dict[str, Any], spec: TaskSpec) -> None:
     task = worker_task(spec)
     plan = config_plan(task.space, config)
     before = task.evaluations
-    metrics = task.evaluate(plan)
+
+    def report_epoch(epoch: int, loss: float) -> None:
+        tune.report({"score": -loss, "distill_loss": loss, "epoch": epoch,
+                     "intermediate": True, "task_key": spec["key"]})
+
+    metrics, _ = task.evaluate_full(plan, on_epoch=report_epoch)
     tune.report({
+        "intermediate": False,
         "score": task.scorer.score(metrics, spec_baseline(spec)),
         "metrics": metrics.to_json(),
         "plan": plan,
