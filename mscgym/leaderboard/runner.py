@@ -37,7 +37,7 @@ from mscgym.utils.files import atomic_write_text
 
 FULL_BUDGETS = (16, 64, 256)
 QUICK_BUDGETS = (8,)
-QUICK_PROFILE_REPEAT = 20
+QUICK_PROFILE_REPEAT = 100  # runs of 20-40 us: many repeats make the median re-measurable
 
 
 @dataclass(frozen=True)
