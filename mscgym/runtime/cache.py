@@ -29,11 +29,10 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from mscgym.compiler.errors import MSCError
 from mscgym.compiler.graph import MSCGraph
 from mscgym.compiler.quant_spec import QuantPlan
+from mscgym.utils.hashing import arrays_hash
 
 CACHE_ENV_VAR = "MSCGYM_CACHE_DIR"
 DEFAULT_CACHE_ROOT = Path("~/.cache/mscgym")
@@ -69,16 +68,6 @@ def source_hash(modules: tuple[str, ...]) -> str:
     return digest.hexdigest()
 
 
-def params_hash(params: Mapping[str, Any]) -> str:
-    """sha256 over the weights in name order: name, dtype, shape and bytes of each."""
-    digest = hashlib.sha256()
-    for name in sorted(params):
-        array = np.ascontiguousarray(np.asarray(params[name]))
-        digest.update(f"{name}|{array.dtype.str}|{array.shape}|".encode())
-        digest.update(array.tobytes())
-    return digest.hexdigest()
-
-
 def fingerprint(
     graph: MSCGraph,
     params: Mapping[str, Any],
@@ -97,7 +86,7 @@ def fingerprint(
     used = graph.weight_tensors()
     document = {
         "graph": graph.to_json(),
-        "weights": params_hash({k: v for k, v in params.items() if k in used}),
+        "weights": arrays_hash({k: v for k, v in params.items() if k in used}),
         "quant": {name: quant[name].to_json() for name in sorted(quant)},
         "runner": runner,
         "target": target,

@@ -3,7 +3,6 @@ exported MSCGraph, each with an identity (id + content hash) that records can ch
 
 from __future__ import annotations
 
-import hashlib
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -17,32 +16,14 @@ from mscgym.compiler.errors import MSCError
 from mscgym.compiler.graph import MSCGraph
 from mscgym.compiler.graph_translator import from_onnx, from_torch
 from mscgym.compiler.serialize import load_graph
+from mscgym.utils.hashing import arrays_hash
 
 Params = dict[str, np.ndarray]
 
 
 def params_hash(params: Params) -> str:
-    """sha256 over the weights by sorted name: name, dtype, shape, raw bytes."""
-    digest = hashlib.sha256()
-    for name in sorted(params):
-        array = np.ascontiguousarray(params[name])
-        digest.update(name.encode())
-        digest.update(str(array.dtype).encode())
-        digest.update(str(array.shape).encode())
-        digest.update(array.tobytes())
-    return digest.hexdigest()
-
-
-def arrays_hash(*arrays: np.ndarray | None) -> str:
-    digest = hashlib.sha256()
-    for array in arrays:
-        if array is None:
-            digest.update(b"none")
-            continue
-        array = np.ascontiguousarray(array)
-        digest.update(str(array.dtype).encode() + str(array.shape).encode())
-        digest.update(array.tobytes())
-    return digest.hexdigest()
+    """The content hash of a model's weights (see :func:`mscgym.utils.hashing.arrays_hash`)."""
+    return arrays_hash(params)
 
 
 @dataclass
@@ -59,8 +40,10 @@ class TaskData:
 
     @property
     def data_hash(self) -> str:
-        return arrays_hash(*self.calibration, self.eval_inputs, self.eval_labels,
-                           self.train_inputs, self.train_labels)
+        arrays = {f"calibration.{i}": batch for i, batch in enumerate(self.calibration)}
+        return arrays_hash({**arrays, "eval_inputs": self.eval_inputs,
+                            "eval_labels": self.eval_labels, "train_inputs": self.train_inputs,
+                            "train_labels": self.train_labels})
 
 
 @dataclass

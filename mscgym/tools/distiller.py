@@ -15,7 +15,6 @@ their watched tensors.
 from __future__ import annotations
 
 import copy
-import hashlib
 import logging
 import math
 import re
@@ -34,6 +33,7 @@ from mscgym.compiler.graph import MSCGraph, MSCTensor
 from mscgym.compiler.quant_spec import QuantPlan
 from mscgym.tools import losses
 from mscgym.tools.base import MSC_TOOL, BaseTool, Params, ToolConfigError
+from mscgym.utils.hashing import arrays_hash
 
 logger = logging.getLogger(__name__)
 
@@ -407,13 +407,8 @@ def _reproducible(seed: int, threads: int) -> Iterator[None]:
 
 
 def weights_sha256(params: Params) -> str:
-    """sha256 over every weight's name, dtype, shape and bytes, in name order."""
-    digest = hashlib.sha256()
-    for name in sorted(params):
-        array = np.ascontiguousarray(params[name])
-        digest.update(f"{name}|{array.dtype.str}|{array.shape}|".encode())
-        digest.update(array.tobytes())
-    return digest.hexdigest()
+    """The content hash a distillation strategy records for its resulting weights."""
+    return arrays_hash(params)
 
 
 def _auto_pairs(student: MSCGraph, teacher: MSCGraph) -> list[FeaturePair]:

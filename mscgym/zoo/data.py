@@ -19,7 +19,7 @@ import numpy as np
 from sklearn.datasets import load_digits, load_sample_images
 from sklearn.model_selection import train_test_split
 
-from mscgym.zoo.hashing import arrays_hash
+from mscgym.utils.hashing import arrays_hash
 
 # Mean and std of all digit pixels after scaling to [0, 1]; fixed constants (not recomputed
 # per split) so every consumer normalizes identically.

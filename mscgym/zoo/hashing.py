@@ -10,7 +10,6 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Mapping
 
-import numpy as np
 import torch
 
 
@@ -25,18 +24,4 @@ def state_dict_hash(state_dict: Mapping[str, torch.Tensor]) -> str:
         tensor = state_dict[key].detach().cpu().contiguous()
         digest.update(f"{key}|{tensor.dtype}|{tuple(tensor.shape)}|".encode())
         digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
-    return digest.hexdigest()
-
-
-def arrays_hash(arrays: Mapping[str, np.ndarray | None]) -> str:
-    """Return the sha256 hex digest of named numpy arrays (``None`` entries are recorded too)."""
-    digest = hashlib.sha256()
-    for key in sorted(arrays):
-        array = arrays[key]
-        if array is None:
-            digest.update(f"{key}|none|".encode())
-            continue
-        array = np.ascontiguousarray(array)
-        digest.update(f"{key}|{array.dtype.str}|{array.shape}|".encode())
-        digest.update(array.tobytes())
     return digest.hexdigest()
