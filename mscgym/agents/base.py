@@ -114,22 +114,33 @@ class Agent(abc.ABC):
 
     def _result(self, task: Task, evaluator: Evaluator, extra: dict[str, Any]
                 ) -> SearchResult:
-        best = evaluator.best
-        if best is None:
+        best = self._best(evaluator)
+        return self._build_result(task, evaluator, extra, evaluator.metrics[best["step"]],
+                                  float(best["score"]), evaluator.real_evaluations)
+
+    def _best(self, evaluator: Evaluator) -> dict[str, Any]:
+        if evaluator.best is None:
             raise MSCError(f"agent {self.name!r} evaluated no plan")
-        metrics = evaluator.metrics[best["step"]]
+        return evaluator.best
+
+    def _build_result(self, task: Task, evaluator: Evaluator, extra: dict[str, Any],
+                      metrics: Metrics, score: float | None, evaluations: int
+                      ) -> SearchResult:
+        """The result around the best plan, with its record (``score`` None: the
+        record's own score of ``metrics``)."""
+        best = self._best(evaluator)
         info = {"agent": self.name, "seed": self.seed, "options": self.options,
                 "budget": evaluator.budget, "steps": evaluator.steps, **extra}
         record = make_record(task, best["plan"], metrics,
-                             extra={**info, "evaluations": evaluator.real_evaluations})
+                             extra={**info, "evaluations": evaluations})
         return SearchResult(
             best_plan=dict(best["plan"]),
             best_metrics=metrics,
-            best_score=float(best["score"]),
+            best_score=float(record.score if score is None else score),
             best_record=record,
             history=evaluator.history,
             pareto=pareto_front(evaluator.history),
-            evaluations=evaluator.real_evaluations,
+            evaluations=evaluations,
             cache_stats=evaluator.cache_stats(),
             wall_seconds=evaluator.wall_seconds,
             baseline_score=evaluator.baseline_score,

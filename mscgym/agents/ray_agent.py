@@ -18,9 +18,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from mscgym.agents.base import Agent, SearchResult
-from mscgym.agents.evaluator import Evaluator, pareto_front
-from mscgym.compiler.errors import MSCError
-from mscgym.records.record import make_record
+from mscgym.agents.evaluator import Evaluator
 from mscgym.tasks.task import Task
 from mscgym.tune.deps import check_ray
 from mscgym.tune.sweep import SweepSettings, run_trials
@@ -53,29 +51,9 @@ class RayAgent(Agent):
 
     def _result(self, task: Task, evaluator: Evaluator, extra: dict[str, Any]
                 ) -> SearchResult:
-        best = evaluator.best
-        if best is None:
-            raise MSCError(f"agent {self.name!r} evaluated no plan")
+        best = self._best(evaluator)
         metrics = task.evaluate(best["plan"])  # this process's measurement (or its cache)
         worker_evaluations = sum(not entry["cached"] for entry in evaluator.history)
-        evaluations = evaluator.real_evaluations + worker_evaluations
         extra = {**extra, "sweep_best_score": float(best["score"])}
-        info = {"agent": self.name, "seed": self.seed, "options": self.options,
-                "budget": evaluator.budget, "steps": evaluator.steps, **extra}
-        record = make_record(task, best["plan"], metrics,
-                             extra={**info, "evaluations": evaluations})
-        return SearchResult(
-            best_plan=dict(best["plan"]),
-            best_metrics=metrics,
-            best_score=float(record.score),
-            best_record=record,
-            history=evaluator.history,
-            pareto=pareto_front(evaluator.history),
-            evaluations=evaluations,
-            cache_stats=evaluator.cache_stats(),
-            wall_seconds=evaluator.wall_seconds,
-            baseline_score=evaluator.baseline_score,
-            agent=self.name,
-            budget=evaluator.budget,
-            extra=extra,
-        )
+        return self._build_result(task, evaluator, extra, metrics, None,
+                                  evaluator.real_evaluations + worker_evaluations)
