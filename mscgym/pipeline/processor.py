@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 from collections.abc import Mapping
 from typing import Any
 
@@ -38,6 +39,7 @@ from mscgym.tasks.measure import (
 )
 from mscgym.tasks.sources import ModelSource, Params, TaskData, resolve_model
 from mscgym.tools import MSC_TOOL, create_tool
+from mscgym.utils.files import atomic_write
 
 logger = logging.getLogger("mscgym.pipeline")
 
@@ -272,6 +274,7 @@ class MSCProcessor:
             weights = weights_from_torch(weights)
         self.params = {**self.params, **checked_weights(self.graph, weights)}
         self.workspace.save_checkpoint("trained", self.graph, self.params, self.quant)
+        self._finalized = False
         state = self.workspace.state()
         if "finalize" in state["finished"]:
             state["finished"].remove("finalize")
@@ -313,10 +316,9 @@ class MSCProcessor:
         self.graph.export(os.path.join(folder, f"{name}.json"), params=self.params)
         Workspace(folder).write_json(f"{name}.quant.json",
                                      {k: v.to_json() for k, v in self.quant.items()})
-        runner = create_runner(self.config["compile"]["target"], self.config["compile"]["device"])
-        runner.build(self.graph, self.params, self.quant)
-        runner.export(os.path.join(folder, _artifact_name(self.config["compile"]["target"],
-                                                          name)))
+        artifact = _artifact_name(self.config["compile"]["target"], name)
+        built = self.workspace.path("artifact", artifact)  # finalize built and wrote it
+        atomic_write(os.path.join(folder, artifact), lambda tmp: shutil.copyfile(built, tmp))
         return folder
 
     def report(self) -> dict[str, Any]:
