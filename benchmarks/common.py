@@ -31,8 +31,8 @@ import tvm
 
 from mscgym import zoo
 from mscgym.compiler.errors import MSCError
+from mscgym.compiler.frontend import from_torch
 from mscgym.compiler.graph import MSCGraph
-from mscgym.compiler.graph_translator import from_torch
 from mscgym.compiler.quant_spec import QuantPlan
 from mscgym.runtime.manager import calibrate_quantizer
 from mscgym.runtime.registry import create_runner

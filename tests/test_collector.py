@@ -12,7 +12,7 @@ import pytest
 from safetensors.numpy import load_file
 
 from mscgym import zoo
-from mscgym.compiler.graph_translator import from_torch
+from mscgym.compiler.frontend import from_torch
 from mscgym.runtime.manager import RuntimeManager
 from mscgym.tools import MSC_TOOL, ToolConfigError, create_tool
 from mscgym.tools.sensitivity import layer_sensitivity

@@ -11,7 +11,7 @@ import torch
 from mscgym import zoo
 from mscgym.compiler.codegen.torch_codegen import to_torch
 from mscgym.compiler.errors import MSCError
-from mscgym.compiler.graph_translator import from_torch
+from mscgym.compiler.frontend import from_torch
 from mscgym.runtime.manager import RuntimeManager
 from mscgym.tools import MSC_TOOL, ToolConfigError, create_tool
 from mscgym.tools.distiller import Distiller, weights_sha256

@@ -24,8 +24,9 @@ from mscgym import zoo
 from mscgym.compiler.analysis import graph_summary
 from mscgym.compiler.codegen.onnx_codegen import to_onnx
 from mscgym.compiler.codegen.torch_codegen import to_torch
+from mscgym.compiler.frontend import from_torch
 from mscgym.compiler.graph import MSCGraph
-from mscgym.compiler.graph_translator import from_torch, to_relax
+from mscgym.compiler.graph_translator import to_relax
 from mscgym.runtime.manager import RuntimeManager
 from mscgym.tools import MSC_TOOL, ToolConfigError, create_tool
 from mscgym.tools.pruner import Pruner

@@ -12,7 +12,7 @@ import pytest
 
 from mscgym import zoo
 from mscgym.compiler.errors import MSCError
-from mscgym.compiler.graph_translator import from_torch
+from mscgym.compiler.frontend import from_torch
 from mscgym.runtime.manager import RuntimeManager
 from mscgym.tools import MSC_TOOL, ToolConfigError, create_tool
 from mscgym.tools import calibration as cal

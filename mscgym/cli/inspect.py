@@ -20,8 +20,9 @@ from onnx.checker import ValidationError
 from mscgym import zoo
 from mscgym.compiler.analysis import graph_summary
 from mscgym.compiler.errors import MSCError
+from mscgym.compiler.frontend import from_onnx, from_torch
 from mscgym.compiler.graph import MSCGraph
-from mscgym.compiler.graph_translator import Params, from_onnx, from_torch
+from mscgym.compiler.graph_translator import Params
 from mscgym.compiler.serialize import load_graph
 
 NAME = "inspect"

@@ -20,10 +20,10 @@ from typing import Any
 
 import numpy as np
 
+from mscgym.compiler.dims import eval_dim
 from mscgym.compiler.errors import GraphError, MSCError, UnsupportedOpError
 from mscgym.compiler.graph import MSCGraph, MSCNode, MSCTensor
 from mscgym.compiler.ops import ELEMENTWISE_BINARY, ELEMENTWISE_UNARY, LAYOUT, REDUCE
-from mscgym.compiler.relax_codec import eval_dim
 
 _ELEMENTWISE = frozenset((*ELEMENTWISE_UNARY, *ELEMENTWISE_BINARY, "clip"))
 _FREE = frozenset((*LAYOUT, "astype", "input"))

@@ -15,10 +15,8 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from mscgym.compiler.dims import Dim, eval_dim
 from mscgym.compiler.errors import GraphError
-
-Dim = int | str
-"""A static dimension, or the name of a symbolic one (e.g. the batch)."""
 
 
 @dataclass
@@ -40,8 +38,6 @@ class MSCTensor:
 
     def concrete_shape(self, symbols: dict[str, int] | None = None) -> tuple[int, ...]:
         """The shape with symbolic dims resolved from ``symbols`` (unknown names = 1)."""
-        from mscgym.compiler.relax_codec import eval_dim
-
         return tuple(int(eval_dim(d, lambda n: (symbols or {}).get(n, 1))) for d in self.shape)
 
     def numel(self, symbols: dict[str, int] | None = None) -> int:

@@ -1,41 +1,40 @@
-"""Translate between TVM Relax and MSCGraph, and bring torch / ONNX models in through Relax.
+"""Translate TVM Relax into MSCGraph (``from_relax``); ``to_relax`` lives in the Relax codegen.
 
 ``from_relax`` normalizes the module (see :mod:`mscgym.compiler.normalize`) and turns
 each binding of the entry function into a node, grouping the layer patterns tools
 reason about (conv2d + bias, dense + bias, eval batch norm) into single nodes.
-``to_relax`` emits exactly the normalized bindings again, so the round trip is
-structurally equal to the normalized input.
+``to_relax`` (in :mod:`mscgym.compiler.codegen.relax_codegen`, re-exported here under
+MSC's name) emits exactly the normalized bindings again, so the round trip is
+structurally equal to the normalized input. Frameworks come in through
+:mod:`mscgym.compiler.frontend`.
 """
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
-import torch
 import tvm
 import tvm_ffi
 from tvm import relax
 
+from mscgym.compiler.codegen.relax_codegen import to_relax
 from mscgym.compiler.errors import GraphError, UnsupportedOpError
 from mscgym.compiler.graph import MSCGraph, MSCNode, MSCTensor
-from mscgym.compiler.normalize import ParamValue, const_name, const_value, named_const, normalize
+from mscgym.compiler.normalize import ParamValue, const_name, const_value, normalize
 from mscgym.compiler.ops import SUPPORTED_OPS, weight_role
-from mscgym.compiler.quant_spec import QuantParams, QuantPlan
 from mscgym.compiler.relax_codec import (
-    SymbolTable,
-    decode_prim,
     encode_attrs,
     encode_prim,
     encode_shape,
     is_prim,
-    make_attrs,
 )
 from mscgym.utils.naming import NameSet
 
 Params = dict[str, np.ndarray]
+
+__all__ = ["Params", "from_relax", "to_relax"]
 
 _PARAM_SUFFIXES = ("weight", "bias", "running_mean", "running_var", "gamma", "beta")
 
@@ -307,197 +306,3 @@ def from_relax(
     builder = _GraphBuilder(normalized[entry_name], graph_name or entry_name)
     graph = builder.translate()
     return graph, builder.params
-
-
-# --------------------------------------------------------------------------------------
-# MSCGraph -> Relax
-# --------------------------------------------------------------------------------------
-def weight_value(
-    graph: MSCGraph, node: MSCNode, role: str, params: Mapping[str, Any]
-) -> np.ndarray:
-    """The value of one weight of ``node``, checked against the graph's declaration."""
-    tensor = node.weights[role]
-    if tensor.name not in params:
-        raise GraphError(f"graph {graph.name!r}: no value for weight {tensor.name!r} "
-                         f"of node {node.name!r}")
-    value = params[tensor.name]
-    data = value.detach().cpu().numpy() if isinstance(value, torch.Tensor) else np.asarray(value)
-    if tuple(data.shape) != tuple(tensor.shape):
-        raise GraphError(f"weight {tensor.name!r} of node {node.name!r} has shape "
-                         f"{tuple(data.shape)}, the graph says {tuple(tensor.shape)}")
-    return data
-
-
-class _RelaxEmitter:
-    """Emits the bindings of each node; quantized layers get QDQ on their data input and
-    a fake-quantized weight (the numpy reference every runner shares)."""
-
-    def __init__(self, graph: MSCGraph, params: Mapping[str, Any], quant: QuantPlan) -> None:
-        self.graph = graph
-        self.params = params
-        self.quant = quant
-        self.symbols = SymbolTable()
-        self.bb = relax.BlockBuilder()
-
-    def weight(self, node: MSCNode, role: str) -> np.ndarray:
-        data = weight_value(self.graph, node, role, self.params)
-        layer = self.quant.get(node.name)
-        if role == "weight" and layer is not None and layer.weight is not None:
-            data = layer.weight.fake_quant(data.astype(np.float32))
-        return data
-
-    def const(self, node: MSCNode, role: str, data: np.ndarray | None = None) -> relax.Expr:
-        value = self.weight(node, role) if data is None else data
-        return named_const(value, node.weight_alias.get(role))
-
-    def qdq(self, data: relax.Expr, spec: QuantParams) -> relax.Expr:
-        scale = relax.const(spec.scale_array())
-        zero = relax.const(spec.zero_point_array().astype(spec.dtype))
-        axis = -1 if spec.axis is None else spec.axis
-        quantized = self.bb.emit(relax.op.quantize(data, scale, zero, axis, spec.dtype))
-        return self.bb.emit(relax.op.dequantize(quantized, scale, zero, axis, "float32"))
-
-    def emit(self, node: MSCNode, ins: list[relax.Expr]) -> relax.Expr:
-        layer = self.quant.get(node.name)
-        if layer is not None and layer.input is not None:
-            ins = [self.qdq(ins[0], layer.input), *ins[1:]]
-        bb, optype = self.bb, node.optype
-        attrs = make_attrs(node.attrs_type, node.attrs, self.symbols)
-        if optype in ("msc.conv2d_bias", "nn.conv2d"):
-            out = bb.emit(relax.Call(tvm.ir.Op.get("relax.nn.conv2d"),
-                                     [ins[0], self.const(node, "weight")], attrs))
-            if optype == "nn.conv2d":
-                return out
-            bias = self.weight(node, "bias").reshape(1, -1, 1, 1)
-            return bb.emit(relax.op.add(out, self.const(node, "bias", bias)))
-        if optype in ("msc.linear", "msc.linear_bias"):
-            weight = np.ascontiguousarray(self.weight(node, "weight").T)
-            out = bb.emit(relax.Call(tvm.ir.Op.get("relax.matmul"),
-                                     [ins[0], self.const(node, "weight", weight)], attrs))
-            if optype == "msc.linear":
-                return out
-            return bb.emit(relax.op.add(out, self.const(node, "bias")))
-        if optype == "msc.batch_norm":
-            stats = [self.const(node, r) for r in ("gamma", "beta", "mean", "var")]
-            out = bb.emit(relax.Call(tvm.ir.Op.get("relax.nn.batch_norm"), [ins[0], *stats],
-                                     attrs))
-            return bb.emit(relax.TupleGetItem(out, 0))
-        op_name = f"relax.{optype}"
-        if op_name not in SUPPORTED_OPS:
-            raise UnsupportedOpError(op_name, node.name, "to_relax")
-
-        def decode(arg: dict[str, Any]) -> relax.Expr:
-            kind = arg["kind"]
-            if kind == "input":
-                return ins[arg["index"]]
-            if kind == "weight":
-                return self.const(node, arg["role"])
-            if kind == "shape":
-                return relax.ShapeExpr(self.symbols.shape(arg["value"]))
-            if kind == "prim":
-                return decode_prim(arg)
-            if kind == "tuple":
-                return relax.Tuple([decode(a) for a in arg["items"]])
-            raise GraphError(f"node {node.name!r}: unknown argument kind {kind!r}")
-
-        args = [decode(a) for a in node.args]
-        return bb.emit(relax.Call(tvm.ir.Op.get(op_name), args, attrs))
-
-
-def to_relax(
-    graph: MSCGraph,
-    params: Mapping[str, Any],
-    entry_name: str = "main",
-    quant: QuantPlan | None = None,
-) -> tvm.IRModule:
-    """Build the Relax module of ``graph`` with ``params`` bound as named constants.
-
-    With ``quant``, the planned layers are quantized (QDQ on inputs, fake-quantized
-    weights); without it the result is structurally equal to the normalized source.
-    """
-    unknown = sorted(set(quant or {}) - {n.name for n in graph.nodes})
-    if unknown:
-        raise GraphError(f"quant plan names nodes {unknown} that graph {graph.name!r} lacks")
-    emitter = _RelaxEmitter(graph, params, quant or {})
-    values: dict[str, relax.Expr] = {}
-    inputs = []
-    for tensor in graph.get_inputs():
-        shape = emitter.symbols.shape(tensor.shape)
-        var = relax.Var(tensor.name, relax.TensorType(shape, tensor.dtype))
-        values[tensor.name] = var
-        inputs.append(var)
-    bb = emitter.bb
-    with bb.function(entry_name, inputs, attrs=dict(graph.func_attrs)):
-        with bb.dataflow():
-            for node in graph.nodes:
-                if node.optype == "input":
-                    continue
-                values[node.outputs[0].name] = emitter.emit(node, [values[t] for t in node.inputs])
-            results = [values[t] for t in graph.output_names]
-            ret = relax.Tuple(results) if graph.return_tuple else results[0]
-            output = bb.emit_output(ret)
-        bb.emit_func_output(output)
-    return bb.get()
-
-
-# --------------------------------------------------------------------------------------
-# Frontends: torch and ONNX through TVM's own importers
-# --------------------------------------------------------------------------------------
-def from_torch(
-    model: torch.nn.Module,
-    example_inputs: Sequence[torch.Tensor],
-    dynamic_batch: bool = True,
-    graph_name: str | None = None,
-) -> tuple[MSCGraph, Params]:
-    """torch module -> ``torch.export`` -> TVM's ``from_exported_program`` -> MSCGraph.
-
-    With ``dynamic_batch`` the leading dim of every input is exported symbolic, so the
-    same graph serves batch-1 latency and batched evaluation and training.
-    """
-    from tvm.relax.frontend.torch import from_exported_program
-
-    model = model.eval()
-    example_inputs = tuple(example_inputs)
-    dynamic_shapes = None
-    if dynamic_batch:
-        batch = torch.export.Dim("batch", min=1)
-        dynamic_shapes = tuple({0: batch} for _ in example_inputs)
-        # torch.export specializes size-1 dims, so trace the batch at size 2.
-        example_inputs = tuple(x.expand(2, *x.shape[1:]).contiguous() if x.shape[0] == 1 else x
-                               for x in example_inputs)
-    with torch.no_grad():
-        exported = torch.export.export(model, example_inputs, dynamic_shapes=dynamic_shapes)
-    mod = from_exported_program(exported, keep_params_as_input=True)
-    mod, detached = relax.frontend.detach_params(mod)
-    func = mod["main"]
-    num_input = int(func.attrs["num_input"])
-    param_vars = [p.name for p in func.params[num_input:]]
-    params = dict(zip(param_vars, detached.get("main", []), strict=True))
-    names = {spec.arg.name: spec.target for spec in exported.graph_signature.input_specs
-             if spec.target is not None}
-    name = graph_name or type(model).__name__
-    return from_relax(mod, params, names=names, graph_name=name)
-
-
-def from_onnx(
-    model_or_path: Any, graph_name: str | None = None
-) -> tuple[MSCGraph, Params]:
-    """ONNX model (or file path) -> TVM's ``from_onnx`` -> MSCGraph."""
-    import onnx
-    from tvm.relax.frontend.onnx import from_onnx as relax_from_onnx
-
-    if isinstance(model_or_path, str | os.PathLike):
-        model = onnx.load(os.fspath(model_or_path))
-        name = graph_name or os.path.splitext(os.path.basename(model_or_path))[0]
-    else:
-        model = model_or_path
-        name = graph_name or (model.graph.name or "onnx")
-    onnx.checker.check_model(model)
-    mod = relax_from_onnx(model, keep_params_in_input=True)
-    mod, detached = relax.frontend.detach_params(mod)
-    func = mod["main"]
-    num_input = int(func.attrs["num_input"]) if "num_input" in (func.attrs or {}) else len(
-        model.graph.input) - len(detached.get("main", []))
-    param_vars = [p.name for p in func.params[num_input:]]
-    params = dict(zip(param_vars, detached.get("main", []), strict=True))
-    return from_relax(mod, params, graph_name=name)

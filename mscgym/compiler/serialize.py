@@ -24,10 +24,10 @@ import numpy as np
 import safetensors.numpy
 from safetensors import SafetensorError
 
+from mscgym.compiler.dims import eval_dim
 from mscgym.compiler.errors import GraphError, GraphFormatError, MSCError
 from mscgym.compiler.graph import MSCGraph, MSCTensor
 from mscgym.compiler.ops import COMPOSITE, SUPPORTED_OPS
-from mscgym.compiler.relax_codec import eval_dim
 from mscgym.utils.files import atomic_write_bytes, atomic_write_text
 
 FORMAT = "mscgym.graph"

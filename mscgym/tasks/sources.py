@@ -13,8 +13,8 @@ import torch
 
 from mscgym import zoo
 from mscgym.compiler.errors import MSCError
+from mscgym.compiler.frontend import from_onnx, from_torch
 from mscgym.compiler.graph import MSCGraph
-from mscgym.compiler.graph_translator import from_onnx, from_torch
 from mscgym.compiler.serialize import load_graph
 from mscgym.utils.hashing import arrays_hash
 

@@ -22,9 +22,9 @@ from typing import Any
 
 import numpy as np
 
-from mscgym.compiler.graph import Dim, MSCGraph, MSCNode
+from mscgym.compiler.dims import Dim, eval_dim
+from mscgym.compiler.graph import MSCGraph, MSCNode
 from mscgym.compiler.ops import ELEMENTWISE_BINARY, ELEMENTWISE_UNARY
-from mscgym.compiler.relax_codec import eval_dim
 
 CONV_OPS = ("msc.conv2d_bias", "nn.conv2d")
 LINEAR_OPS = ("msc.linear", "msc.linear_bias")

@@ -30,8 +30,9 @@ from typing import Any
 import numpy as np
 
 from mscgym.compiler.analysis import graph_costs
+from mscgym.compiler.dims import Dim
 from mscgym.compiler.errors import MSCError
-from mscgym.compiler.graph import Dim, MSCGraph
+from mscgym.compiler.graph import MSCGraph
 from mscgym.tools.base import MSC_TOOL, BaseTool, Params, ToolConfigError
 from mscgym.tools.prune_groups import (
     CONV_OPS,

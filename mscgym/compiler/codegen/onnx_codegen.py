@@ -38,11 +38,12 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
+from mscgym.compiler.codegen.common import weight_value
+from mscgym.compiler.dims import Dim, eval_dim
 from mscgym.compiler.errors import GraphError, MSCError, UnsupportedOpError
-from mscgym.compiler.graph import Dim, MSCGraph, MSCNode, MSCTensor
+from mscgym.compiler.graph import MSCGraph, MSCNode, MSCTensor
 from mscgym.compiler.ops import SUPPORTED_OPS
 from mscgym.compiler.quant_spec import LayerQuant, QuantParams, QuantPlan
-from mscgym.compiler.relax_codec import eval_dim
 from mscgym.utils.files import atomic_write_bytes
 from mscgym.utils.naming import NameSet
 
@@ -132,18 +133,8 @@ class _Builder:
 
     # -- operands --------------------------------------------------------------------------
     def weight(self, node: MSCNode, role: str) -> np.ndarray:
-        tensor = node.weights.get(role)
-        if tensor is None:
-            raise GraphError(f"node {node.name!r} ({node.optype}) has no weight {role!r}")
-        if tensor.name not in self.params:
-            raise GraphError(f"graph {self.graph.name!r}: no value for weight {tensor.name!r} "
-                             f"of node {node.name!r}")
-        value = self.params[tensor.name]
-        data = np.asarray(value.detach().cpu().numpy() if hasattr(value, "detach") else value)
-        if tuple(data.shape) != tuple(tensor.shape):
-            raise GraphError(f"weight {tensor.name!r} of node {node.name!r} has shape "
-                             f"{tuple(data.shape)}, the graph says {tuple(tensor.shape)}")
-        return data.astype(tensor.dtype, copy=False)
+        data = weight_value(self.graph, node, role, self.params)
+        return data.astype(node.weights[role].dtype, copy=False)
 
     def weight_input(self, node: MSCNode, role: str) -> str:
         """The float initializer of a weight, named by its tensor (added once)."""

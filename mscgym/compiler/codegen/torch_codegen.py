@@ -29,10 +29,11 @@ import torch.fx as fx
 import torch.nn.functional as F
 from torch import nn
 
+from mscgym.compiler.codegen.common import weight_value
+from mscgym.compiler.dims import eval_dim
 from mscgym.compiler.errors import GraphError, MSCError, UnsupportedOpError
 from mscgym.compiler.graph import MSCGraph, MSCNode
 from mscgym.compiler.quant_spec import LayerQuant, QuantParams, QuantPlan
-from mscgym.compiler.relax_codec import eval_dim
 
 _WHERE = "torch codegen"
 
@@ -271,15 +272,7 @@ class _Builder:
 
     def _weight_value(self, node: MSCNode, role: str) -> torch.Tensor:
         tensor = node.weights[role]
-        if tensor.name not in self.params:
-            raise GraphError(f"{_WHERE}: no value for weight {tensor.name!r} of node "
-                             f"{node.name!r}")
-        value = self.params[tensor.name]
-        data = (value.detach().cpu().clone() if isinstance(value, torch.Tensor)
-                else torch.from_numpy(np.array(value)))
-        if tuple(data.shape) != tuple(tensor.shape):
-            raise GraphError(f"{_WHERE}: weight {tensor.name!r} of node {node.name!r} has "
-                             f"shape {tuple(data.shape)}, the graph says {tuple(tensor.shape)}")
+        data = torch.from_numpy(np.array(weight_value(self.graph, node, role, self.params)))
         data = data.to(_torch_dtype(tensor.dtype, node))
         if data.is_floating_point() and data.dim() > 0 and role not in _BUFFER_ROLES:
             return nn.Parameter(data)

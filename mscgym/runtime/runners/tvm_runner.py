@@ -18,9 +18,9 @@ import numpy as np
 import tvm
 from tvm import relax
 
+from mscgym.compiler.codegen.relax_codegen import to_relax
 from mscgym.compiler.errors import MSCError
 from mscgym.compiler.graph import MSCGraph
-from mscgym.compiler.graph_translator import to_relax
 from mscgym.compiler.quant_spec import QuantPlan
 from mscgym.runtime.cache import artifact_path, fingerprint, record
 from mscgym.runtime.runner import BaseRunner, RunnerUnavailableError
@@ -28,7 +28,8 @@ from mscgym.utils.files import atomic_write
 
 ENTRY = "main"
 CODEGEN_MODULES = tuple(f"mscgym.compiler.{m}" for m in (
-    "graph", "graph_translator", "normalize", "ops", "quant_spec", "relax_codec"))
+    "graph", "dims", "codegen.common", "codegen.relax_codegen", "normalize", "ops", "quant_spec",
+    "relax_codec"))
 """The modules that turn a graph into Relax: their source is part of the cache key."""
 
 
