@@ -1,8 +1,8 @@
 """Errors the compiler raises: each names the file, node, op or key at fault."""
 
+from mscgym.errors import MSCError
 
-class MSCError(Exception):
-    """Base class of every error mscgym raises on purpose."""
+__all__ = ["GraphError", "GraphFormatError", "MSCError", "UnsupportedOpError"]
 
 
 class GraphError(MSCError):

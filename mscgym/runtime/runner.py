@@ -13,11 +13,12 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from mscgym.compiler.errors import MSCError
 from mscgym.compiler.graph import MSCGraph
 from mscgym.compiler.quant_spec import QuantPlan
 
 
-class RunnerUnavailableError(RuntimeError):
+class RunnerUnavailableError(MSCError, RuntimeError):
     """The runner's framework or device is missing here; the message says what."""
 
 

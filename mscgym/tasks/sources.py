@@ -87,9 +87,15 @@ def zoo_data_for(model_id: str, data_id: str) -> TaskData | None:
         return None
     name = data_id.removeprefix("zoo:")
     if data_id.startswith("zoo:") and name in zoo.list_models():
-        return zoo_data(zoo.load(name))
+        return zoo_data(zoo.load(name, rebuild_corrupt=True))
     raise MSCError(f"data {data_id!r} is not a zoo data set, so it cannot be rebuilt from "
                    "its id; pass the task data it was made with (data=TaskData(...))")
+
+
+def unknown_model_message(name: str) -> str:
+    """What to say about a model argument that is neither a zoo name nor a file."""
+    return (f"unknown model {name!r}: not a zoo name ({', '.join(zoo.list_models())}) "
+            "and not a file")
 
 
 def resolve_model(
@@ -100,9 +106,11 @@ def resolve_model(
     """Turn a zoo name, a path (.onnx or an exported graph .json), a torch module or a
     (graph, params) pair into a ModelSource; non-zoo models need ``data``."""
     if isinstance(model, str) and model in zoo.list_models():
-        entry = zoo.load(model)
+        entry = zoo.load(model, rebuild_corrupt=True)
         graph, params = from_torch(entry.model, entry.example_inputs, graph_name=model)
         return ModelSource(model, graph, params, data or zoo_data(entry))
+    if isinstance(model, str | os.PathLike) and not os.path.exists(os.fspath(model)):
+        raise MSCError(unknown_model_message(os.fspath(model)))
     if data is None:
         raise MSCError("a model that is not from the zoo needs task data (calibration and "
                        "evaluation inputs); pass data=TaskData(...)")
@@ -115,9 +123,6 @@ def resolve_model(
         graph, params = model
         return ModelSource(f"graph:{graph.name}", graph, dict(params), data)
     path = os.fspath(model)
-    if not os.path.exists(path):
-        raise MSCError(f"model {path!r} is neither a zoo model ({', '.join(zoo.list_models())}) "
-                       "nor an existing file")
     if path.endswith(".onnx"):
         graph, params = from_onnx(path)
     else:

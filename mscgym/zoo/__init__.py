@@ -9,7 +9,7 @@ MobileNetV2) calibrated on crops of scikit-learn's sample photos::
     m.accuracy(m.model)
 """
 
-from mscgym.zoo.cache import ZooCacheError
+from mscgym.zoo.cache import UnknownModelError, ZooCacheError
 from mscgym.zoo.registry import ZooModel, list_models, load
 
-__all__ = ["ZooCacheError", "ZooModel", "list_models", "load"]
+__all__ = ["UnknownModelError", "ZooCacheError", "ZooModel", "list_models", "load"]

@@ -18,14 +18,19 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 from torch import nn
 
+from mscgym.errors import MSCError
 from mscgym.zoo.hashing import state_dict_hash
 
 CACHE_ENV_VAR = "MSCGYM_CACHE_DIR"
 DEFAULT_CACHE_DIR = Path("~/.cache/mscgym/zoo")
 
 
-class ZooCacheError(RuntimeError):
+class ZooCacheError(MSCError, RuntimeError):
     """A cached weights file is unreadable or does not belong to the network it is for."""
+
+
+class UnknownModelError(MSCError, ValueError):
+    """A model name that is not in the zoo (the message lists the names that are)."""
 
 
 def resolve_cache_dir(cache_dir: str | os.PathLike[str] | None = None) -> Path:

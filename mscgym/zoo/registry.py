@@ -181,21 +181,32 @@ def list_models() -> list[str]:
     return list(_SPECS)
 
 
-def load(name: str, cache_dir: str | os.PathLike[str] | None = None) -> ZooModel:
+def load(name: str, cache_dir: str | os.PathLike[str] | None = None,
+         rebuild_corrupt: bool = False) -> ZooModel:
     """Return zoo model ``name``, preparing and caching its weights on first use.
 
     ``cache_dir`` defaults to ``$MSCGYM_CACHE_DIR`` or ``~/.cache/mscgym/zoo``. A cached
-    file that is corrupt or does not fit the network raises :class:`ZooCacheError`.
+    file that is corrupt or does not fit the network raises :class:`ZooCacheError`, or,
+    with ``rebuild_corrupt`` (what tasks, records and the pipeline use), is logged as a
+    warning and rebuilt, so one bad file cannot stop every later run.
     """
     spec = _SPECS.get(name)
     if spec is None:
-        raise ValueError(f"unknown zoo model {name!r}; known models: {', '.join(_SPECS)}")
+        raise cache.UnknownModelError(
+            f"unknown zoo model {name!r}; known models: {', '.join(_SPECS)}")
     dataset = spec.dataset()
     model = build_seeded(spec.factory, spec.seed)
     path = cache.weights_path(cache.resolve_cache_dir(cache_dir), name, RECIPE_VERSION)
     metadata = {"model": name, "recipe_version": str(RECIPE_VERSION), "data_hash": dataset.hash}
     if path.exists():
-        cache.load_weights(path, model, metadata)
+        try:
+            cache.load_weights(path, model, metadata)
+        except cache.ZooCacheError as err:
+            if not rebuild_corrupt:
+                raise
+            logger.warning("%s; rebuilding it", err)
+            path.unlink(missing_ok=True)
+            return load(name, cache_dir)
     else:
         started = time.perf_counter()
         _prepare(spec, model, dataset)
