@@ -30,6 +30,7 @@ from typing import Any
 import optuna
 from optuna.distributions import BaseDistribution, CategoricalDistribution, IntDistribution
 from optuna.trial import TrialState
+from sqlalchemy.exc import SQLAlchemyError
 
 from mscgym.agents.base import Agent
 from mscgym.agents.evaluator import Evaluator
@@ -37,6 +38,7 @@ from mscgym.compiler.errors import MSCError
 from mscgym.tasks.cache import fingerprint
 from mscgym.tasks.metrics import Metrics
 from mscgym.tasks.task import Task
+from mscgym.utils.paths import check_storage_url
 
 SAMPLERS = ("tpe", "gp", "cmaes", "nsga2")
 
@@ -60,6 +62,8 @@ class OptunaAgent(Agent):
         if sampler == "cmaes" and importlib.util.find_spec("cmaes") is None:
             raise MSCError("optuna agent: sampler 'cmaes' needs the 'cmaes' package "
                            "(pip install cmaes)")
+        if storage is not None:
+            check_storage_url(storage, "optuna storage")
         super().__init__(seed=seed, progress=progress, logdir=logdir,
                          options={"sampler": sampler, "storage": storage,
                                   "study_name": study_name,
@@ -98,9 +102,14 @@ class OptunaAgent(Agent):
         identity = fingerprint(task.describe())
         name = self.study_name or f"mscgym-{task.tool}-{identity[:16]}"
         directions = ["maximize", "maximize"] if self.multi_objective else ["maximize"]
-        study = optuna.create_study(storage=self.storage, study_name=name, load_if_exists=True,
-                                    sampler=self._make_sampler(), directions=directions)
         where = f"optuna study {name!r} ({self.storage or 'in memory'})"
+        try:
+            study = optuna.create_study(storage=self.storage, study_name=name,
+                                        load_if_exists=True, sampler=self._make_sampler(),
+                                        directions=directions)
+        except (ImportError, ValueError, RuntimeError, SQLAlchemyError) as err:
+            raise MSCError(f"{where}: cannot open the storage ({type(err).__name__}: "
+                           f"{str(err).splitlines()[0] if str(err) else ''})") from None
         if len(study.directions) != len(directions):
             raise MSCError(f"{where} has {len(study.directions)} objective(s); sampler "
                            f"{self.sampler!r} needs {len(directions)}")

@@ -40,7 +40,9 @@ class EvaluationCache:
             try:
                 with open(self._path(key), encoding="utf-8") as handle:
                     value = json.load(handle)
-            except (OSError, json.JSONDecodeError):
+            except (OSError, ValueError):  # unreadable, not UTF-8 or not JSON: a miss
+                value = None
+            if not isinstance(value, dict):
                 value = None
             if value is not None:
                 self._memory[key] = value

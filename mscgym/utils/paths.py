@@ -1,0 +1,121 @@
+"""Output locations, checked before the work that fills them.
+
+A search or a pipeline runs for minutes before it writes anything, so a bad output
+path (its parent is a file, it is a directory, it is not writable) must be refused
+when the arguments are read, not after the work. Every command line option and
+config key naming an output goes through :func:`check_output_path`; every path a
+config file names inside a workspace goes through :func:`inside` (relative, and
+still inside the workspace once ``..`` and symlinks are resolved), so a file cannot
+make mscgym write elsewhere.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from collections.abc import Callable
+from typing import Literal
+
+from mscgym.errors import MSCError
+
+
+class OutputPathError(MSCError):
+    """An output location cannot be written, or a path from a file leaves its workspace."""
+
+
+def _nearest_existing(path: str) -> str:
+    current = path
+    while not os.path.lexists(current):
+        parent = os.path.dirname(current)
+        if parent == current:
+            break
+        current = parent
+    return current
+
+
+def check_output_path(path: str | os.PathLike[str], what: str,
+                      kind: Literal["file", "dir"] = "file") -> str:
+    """The absolute ``path`` when mscgym can create (or replace) a ``kind`` there, else
+    :class:`OutputPathError` naming ``what`` (the option or key), the path and why.
+
+    Missing parent directories are fine (they are created), but the nearest existing
+    one must be a writable directory; an existing target must be of the right kind.
+    """
+    text = os.fspath(path)
+    if not text.strip():
+        raise OutputPathError(f"{what}: expected a path, got an empty string")
+    target = os.path.abspath(text)
+    if os.path.isdir(target) and kind == "file":
+        raise OutputPathError(f"{what} {text}: is a directory; expected a file path")
+    if os.path.lexists(target) and not os.path.isdir(target) and kind == "dir":
+        raise OutputPathError(f"{what} {text}: is a file; expected a directory")
+    if os.path.exists(target) and not os.access(target, os.W_OK):
+        raise OutputPathError(f"{what} {text}: is not writable")
+    ancestor = _nearest_existing(os.path.dirname(target))
+    if not os.path.isdir(ancestor):
+        raise OutputPathError(f"{what} {text}: {ancestor} is not a directory, so nothing can "
+                              "be created under it")
+    if not os.access(ancestor, os.W_OK | os.X_OK):
+        raise OutputPathError(f"{what} {text}: directory {ancestor} is not writable")
+    return target
+
+
+def output_arg(kind: Literal["file", "dir"] = "file", suffix: str | None = None
+               ) -> Callable[[str], str]:
+    """An argparse ``type=`` that checks an output path while the arguments are parsed
+    (the path comes back as given, so messages keep the user's spelling)."""
+
+    def parse(text: str) -> str:
+        if suffix is not None and not text.endswith(suffix):
+            raise argparse.ArgumentTypeError(f"{text!r} must end in {suffix}")
+        try:
+            check_output_path(text, "path", kind)
+        except OutputPathError as err:
+            raise argparse.ArgumentTypeError(str(err).removeprefix("path ")) from None
+        return text
+
+    parse.__name__ = f"output {kind}"
+    return parse
+
+
+def relative_inside(value: str, key: str) -> str:
+    """``value`` if it is a relative path that stays below its base directory (no
+    absolute path, no ``..`` out of it), else OutputPathError naming the config key."""
+    normal = os.path.normpath(value)
+    if os.path.isabs(value) or normal == ".." or normal.startswith(".." + os.sep):
+        raise OutputPathError(f"config key {key!r}: {value!r} leaves the workspace; expected "
+                              "a path relative to the workspace, without '..'")
+    return value
+
+
+def inside(root: str | os.PathLike[str], *parts: str, key: str = "path") -> str:
+    """``root/parts...`` after checking that, with symlinks and ``..`` resolved, it is
+    still inside ``root`` (``key`` names where the path came from in the error)."""
+    base = os.path.realpath(os.fspath(root))
+    joined = os.path.join(base, *parts)
+    resolved = os.path.realpath(joined)
+    if os.path.commonpath([base, resolved]) != base:
+        raise OutputPathError(f"{key} {os.path.join(*parts) if parts else ''!r} resolves to "
+                              f"{resolved}, outside the workspace {base}")
+    return joined
+
+
+def check_storage_url(url: str, what: str = "storage") -> str:
+    """An Optuna/SQLAlchemy storage URL, checked: it parses, and a SQLite file's
+    directory exists and is writable (raw SQLAlchemy errors otherwise come late)."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        parsed = make_url(url)
+    except (ArgumentError, ValueError) as err:
+        raise OutputPathError(f"{what} {url!r}: not a database URL ({err}); expected e.g. "
+                              "sqlite:///study.db") from None
+    if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:"):
+        database = parsed.database
+        directory = os.path.dirname(os.path.abspath(database))
+        if not os.path.isdir(directory):
+            raise OutputPathError(f"{what} {url!r}: directory {directory} of the SQLite file "
+                                  "does not exist")
+        check_output_path(database, f"{what} {url!r}: SQLite file")
+    return url
