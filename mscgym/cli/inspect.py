@@ -24,6 +24,7 @@ from mscgym.compiler.frontend import from_onnx, from_torch
 from mscgym.compiler.graph import MSCGraph
 from mscgym.compiler.graph_translator import Params
 from mscgym.compiler.serialize import load_graph
+from mscgym.utils.paths import output_arg
 
 NAME = "inspect"
 
@@ -42,8 +43,10 @@ def register(subparsers: Any) -> None:
                         help="a zoo model name, an exported graph .json, or an .onnx file")
     parser.add_argument("--batch", type=int, default=1,
                         help="value of the symbolic batch dim for FLOPs (default 1)")
-    parser.add_argument("--prototxt", metavar="OUT", help="also write a Netron prototxt here")
-    parser.add_argument("--dot", metavar="OUT", help="also write a Graphviz dot file here")
+    parser.add_argument("--prototxt", metavar="OUT", type=output_arg(),
+                        help="also write a Netron prototxt here")
+    parser.add_argument("--dot", metavar="OUT", type=output_arg(),
+                        help="also write a Graphviz dot file here")
     parser.add_argument("--json", action="store_true", help="print the summary as JSON")
     parser.set_defaults(run=run)
 

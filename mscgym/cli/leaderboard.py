@@ -26,6 +26,7 @@ from mscgym.leaderboard import (
 )
 from mscgym.leaderboard.report import JSON_NAME, MARKDOWN_NAME, summary_table
 from mscgym.leaderboard.results import summarize
+from mscgym.utils.paths import output_arg
 
 NAME = "leaderboard"
 EXIT_NOT_VALIDATED = 1
@@ -68,7 +69,7 @@ def register(subparsers: Any) -> None:
                              "or package.module:AgentClass")
     parser.add_argument("--tasks", type=_names, metavar="T1,T2",
                         help=f"tasks to run: {', '.join(TASKS)}")
-    parser.add_argument("--out", default="leaderboard", metavar="DIR",
+    parser.add_argument("--out", default="leaderboard", metavar="DIR", type=output_arg("dir"),
                         help="output directory (default ./leaderboard)")
     parser.add_argument("--list", action="store_true",
                         help="list the tasks and agents, run nothing")

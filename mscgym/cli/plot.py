@@ -13,6 +13,7 @@ import argparse
 from typing import Any
 
 from mscgym.plots import make_plots
+from mscgym.utils.paths import output_arg
 
 NAME = "plot"
 
@@ -29,7 +30,7 @@ def register(subparsers: Any) -> None:
                              "Optuna storage URL such as sqlite:///search.db")
     parser.add_argument("--study", metavar="NAME",
                         help="study name in the Optuna storage (needed if it holds several)")
-    parser.add_argument("--out", default="plots", metavar="DIR",
+    parser.add_argument("--out", default="plots", metavar="DIR", type=output_arg("dir"),
                         help="directory for the PNG files (default ./plots)")
     parser.set_defaults(run=run)
 

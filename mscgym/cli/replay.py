@@ -17,6 +17,7 @@ import numpy as np
 from mscgym.compiler.errors import MSCError
 from mscgym.records.replay import replay
 from mscgym.utils.files import atomic_write
+from mscgym.utils.paths import output_arg
 
 NAME = "replay"
 
@@ -29,7 +30,7 @@ def register(subparsers: Any) -> None:
                     "runner and print its accuracy and distillation loss.",
     )
     parser.add_argument("record", metavar="RECORD", help="a record .json written by search")
-    parser.add_argument("--output", metavar="OUT.npy",
+    parser.add_argument("--output", metavar="OUT.npy", type=output_arg(),
                         help="also save the model's outputs on the evaluation inputs here")
     parser.set_defaults(run=run)
 

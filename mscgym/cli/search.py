@@ -22,6 +22,7 @@ from mscgym.runtime.runner import RunnerUnavailableError
 from mscgym.tasks.scorers import SCORERS
 from mscgym.tasks.task import TOOLS, Task
 from mscgym.utils.files import atomic_write_text
+from mscgym.utils.paths import output_arg
 
 NAME = "search"
 
@@ -62,9 +63,9 @@ def register(subparsers: Any) -> None:
                         help=f"the search agent: {', '.join(AGENTS)}")
     parser.add_argument("--budget", required=True, type=_positive_int,
                         help="how many plans the agent may propose")
-    parser.add_argument("--record", required=True, metavar="OUT.json",
+    parser.add_argument("--record", required=True, metavar="OUT.json", type=output_arg(),
                         help="where to write the best plan's record")
-    parser.add_argument("--history", metavar="OUT.json",
+    parser.add_argument("--history", metavar="OUT.json", type=output_arg(),
                         help="also write the search history (for mscgym plot) here")
     parser.add_argument("--runner", default="onnxruntime", choices=runner_names(),
                         help="runner that measures each plan (default onnxruntime)")
@@ -77,7 +78,8 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--sampler", help="optuna sampler (tpe, gp, cmaes, nsga2; default tpe)")
     parser.add_argument("--storage", help="optuna storage URL, e.g. sqlite:///study.db")
     parser.add_argument("--study-name", help="optuna study name (resumed if it exists)")
-    parser.add_argument("--logdir", help="write TensorBoard logs of the search here")
+    parser.add_argument("--logdir", type=output_arg("dir"),
+                        help="write TensorBoard logs of the search here")
     parser.add_argument("--seed", type=int, default=0, help="seed of the task and the agent")
     parser.add_argument("--profile-repeat", type=_positive_int, default=30,
                         help="timed runs per latency measurement (default 30)")

@@ -77,6 +77,7 @@ class MSCProcessor:
         if data is None and "data" in self.config:
             data = load_task_data(self.config["data"], base_dir)
         self.workspace = Workspace(self._absolute(self.config["workspace"], base_dir))
+        self.workspace.check_config_paths(self.config)
         self._log_handler = self._setup_logging()
         self.source: ModelSource = resolve_model(model, data)
         if isinstance(model, str) and "model" not in self.config:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -18,19 +19,35 @@ from mscgym.compiler.quant_spec import LayerQuant, QuantPlan
 from mscgym.compiler.serialize import load_graph
 from mscgym.pipeline.config import ConfigError
 from mscgym.utils.files import atomic_write_text, read_json
+from mscgym.utils.paths import check_output_path, inside, relative_inside
 
 Params = dict[str, np.ndarray]
 
 
 class Workspace:
-    """Paths and state of one pipeline run."""
+    """Paths and state of one pipeline run; every path it hands out is inside ``root``."""
 
     def __init__(self, root: str | os.PathLike[str]) -> None:
-        self.root = os.path.abspath(os.fspath(root))
+        self.root = check_output_path(root, "workspace", "dir")
         os.makedirs(self.root, exist_ok=True)
 
-    def path(self, *parts: str) -> str:
+    def path(self, *parts: str, key: str = "workspace path") -> str:
+        """``root/parts...``; one that leaves the workspace (``..``, an absolute part, a
+        symlink out of it) raises OutputPathError naming ``key``."""
+        inside(self.root, *parts, key=key)
         return os.path.join(self.root, *parts)
+
+    def check_config_paths(self, config: Mapping[str, Any]) -> None:
+        """Refuse, before any work, a validated config whose output names would leave the
+        workspace: ``log_file``, each gym ``record`` and ``export.name``."""
+        named = [("log_file", config.get("log_file"), ()),
+                 ("export.name", (config.get("export") or {}).get("name"), ("artifact",))]
+        for stage in config.get("stages", ()):
+            for i, entry in enumerate((config.get(stage) or {}).get("gym") or ()):
+                named.append((f"{stage}.gym[{i}].record", entry.get("record"), ("gym",)))
+        for key, value, folder in named:
+            if isinstance(value, str):
+                self.path(*folder, relative_inside(value, key), key=f"config key {key!r}:")
 
     # -- JSON files --------------------------------------------------------------------
     def write_json(self, relative: str, data: Any) -> str:
