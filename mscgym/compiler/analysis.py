@@ -4,8 +4,11 @@ The numbers feed ``mscgym inspect`` and the size/compute terms of compression sc
 so they follow the usual conventions: a multiply-accumulate (conv, linear, matmul)
 counts as 2 FLOPs, a bias add as 1 per output, an elementwise op as 1 per output,
 pooling and reductions as 1 per element read, inference batch norm as 2 per element
-(scale and shift), layer norm as 5 and softmax as 3 per element; layout ops (reshape,
-permute, concat, slices, casts) move data and cost nothing. Symbolic batch dims are
+(scale and shift), layer norm as 5 and softmax as 3 per element; a transposed conv
+counts the MACs of scattering each input element over its kernel; a linear resize 7 per
+output element (four taps weighted and summed), a cubic one 31 (sixteen taps); layout
+ops (reshape, permute, concat, stack, pad, slices, casts, nearest resize) move data and
+cost nothing. Symbolic batch dims are
 resolved by the ``batch`` argument, so costs are per ``batch`` samples.
 """
 
@@ -26,14 +29,16 @@ from mscgym.compiler.graph import MSCGraph, MSCNode, MSCTensor
 from mscgym.compiler.ops import ELEMENTWISE_BINARY, ELEMENTWISE_UNARY, LAYOUT, REDUCE
 
 _ELEMENTWISE = frozenset((*ELEMENTWISE_UNARY, *ELEMENTWISE_BINARY, "clip"))
-_FREE = frozenset((*LAYOUT, "astype", "input"))
+_FREE = frozenset((*LAYOUT, "astype", "input", "nn.pad"))
 _READS_INPUT = frozenset((*REDUCE, "nn.adaptive_avg_pool2d"))
-_WINDOWED = frozenset(("nn.max_pool2d", "nn.avg_pool2d"))
+_WINDOWED = frozenset(("nn.max_pool2d", "nn.avg_pool2d", "nn.avg_pool3d"))
+_RESIZE_FLOPS = {"nearest_neighbor": 0, "linear": 7, "cubic": 31}
 _PER_ELEMENT = {"nn.batch_norm": 2, "msc.batch_norm": 2, "nn.layer_norm": 5, "nn.softmax": 3,
                 "nn.log_softmax": 3}
 _CONV = frozenset(("nn.conv2d", "msc.conv2d_bias"))
+_CONV_TRANSPOSE = frozenset(("nn.conv2d_transpose", "msc.conv2d_transpose_bias"))
 _LINEAR = frozenset(("msc.linear", "msc.linear_bias"))
-_MAC_OPS = _CONV | _LINEAR | {"matmul"}
+_MAC_OPS = _CONV | _CONV_TRANSPOSE | _LINEAR | {"matmul"}
 
 
 @dataclass(frozen=True)
@@ -87,11 +92,19 @@ def _operand_shapes(graph: MSCGraph, node: MSCNode, symbols: Mapping[str, int]) 
 
 def _macs(graph: MSCGraph, node: MSCNode, out_elems: int, symbols: Mapping[str, int]) -> int:
     """Multiply-accumulates of the ops that have them (0 for every other op)."""
-    if node.optype in _CONV:
-        weight = node.weights["weight"]
-        out_channels = weight.shape[node.attrs.get("kernel_layout", "OIHW").index("O")]
-        # Each output element sums over (in_channels / groups) * kernel_h * kernel_w.
-        return out_elems * (weight.numel() // out_channels)
+    if node.optype in _CONV | _CONV_TRANSPOSE:
+        # The kernel is a constant weight or, when computed, the call's second operand.
+        if "weight" in node.weights:
+            kernel = node.weights["weight"].shape
+        else:
+            kernel = _operand_shapes(graph, node, symbols)[1]
+        layout = node.attrs.get("kernel_layout", "OIHW")
+        if node.optype in _CONV:
+            # Each output element sums over (in_channels / groups) * kernel_h * kernel_w.
+            return out_elems * (math.prod(kernel) // kernel[layout.index("O")])
+        # Each input element is scattered over (out_channels / groups) * kernel_h * kernel_w.
+        source = resolve_shape(graph.find_tensor(node.inputs[0]), symbols, node.name)
+        return math.prod(source) * (math.prod(kernel) // kernel[layout.index("I")])
     if node.optype in _LINEAR:
         return out_elems * node.weights["weight"].shape[1]
     if node.optype == "matmul":
@@ -114,6 +127,8 @@ def layer_cost(graph: MSCGraph, node: MSCNode, symbols: Mapping[str, int]) -> La
         flops = math.prod(resolve_shape(graph.find_tensor(node.inputs[0]), symbols, node.name))
     elif optype in _WINDOWED:
         flops = out_elems * math.prod(node.attrs["pool_size"])
+    elif optype == "image.resize2d" and node.attrs.get("method") in _RESIZE_FLOPS:
+        flops = out_elems * _RESIZE_FLOPS[node.attrs["method"]]
     elif optype in _PER_ELEMENT:
         flops = out_elems * _PER_ELEMENT[optype]
     elif optype in _FREE:

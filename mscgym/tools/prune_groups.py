@@ -27,6 +27,7 @@ from mscgym.compiler.graph import MSCGraph, MSCNode
 from mscgym.compiler.ops import ELEMENTWISE_BINARY, ELEMENTWISE_UNARY
 
 CONV_OPS = ("msc.conv2d_bias", "nn.conv2d")
+CONV_TRANSPOSE_OPS = ("msc.conv2d_transpose_bias", "nn.conv2d_transpose")
 LINEAR_OPS = ("msc.linear", "msc.linear_bias")
 PASS_THROUGH = (*ELEMENTWISE_UNARY, "clip", "astype")
 POOLS = ("nn.max_pool2d", "nn.avg_pool2d", "nn.adaptive_avg_pool2d")
@@ -233,8 +234,18 @@ class _Tracer:
     def visit(self, node: MSCNode) -> _Info | None:
         optype = node.optype
         ins = [self.info.get(t) for t in node.inputs]
+        if optype in (*CONV_OPS, *CONV_TRANSPOSE_OPS) and "weight" not in node.weights:
+            for info in ins:  # a kernel the graph computes cannot lose channels
+                self.block(info, f"consumed by {optype} {node.name!r}, whose kernel is computed")
+            return None
         if optype in CONV_OPS:
             return self.conv(node, ins[0])
+        if optype in CONV_TRANSPOSE_OPS:
+            return self.conv_transpose(node, ins[0])
+        if optype == "image.resize2d":  # resizes H and W of each channel alone
+            return self.pool(node, ins[0])
+        if optype == "nn.pad":
+            return self.pad(node, ins[0])
         if optype in LINEAR_OPS:
             return self.linear(node, ins[0])
         if optype == "msc.batch_norm":
@@ -300,6 +311,39 @@ class _Tracer:
             return _Info(1, x.segs)
         self.block(x, f"consumed by grouped conv {node.name!r} (groups={groups})")
         return None
+
+    def conv_transpose(self, node: MSCNode, x: _Info | None) -> _Info | None:
+        """An ungrouped transposed conv: its IOHW kernel loses the input's pruned channels on
+        axis 0; grouped ones keep their input channels whole."""
+        attrs = node.attrs
+        weight = node.weights["weight"]
+        layouts_ok = (attrs.get("data_layout", "NCHW") == "NCHW"
+                      and attrs.get("kernel_layout", "IOHW") == "IOHW"
+                      and attrs.get("out_layout", "NCHW") in ("NCHW", ""))
+        if not layouts_ok or int(attrs.get("groups", 1)) != 1:
+            self.block(x, f"consumed by transposed conv {node.name!r} (grouped or not "
+                          "NCHW/IOHW)")
+            return None
+        if x is not None:
+            if x.axis == 1 and all(s.inner == 1 for s in x.segs):
+                self.record(weight.name, 0, x.segs)
+            else:
+                self.block(x, f"reaches transposed conv {node.name!r} on a non-channel axis")
+        # Its own output channels stay whole: the pruner ranks a layer's channels by the
+        # kernel's leading axis, which here holds the input channels.
+        out_ch = int(weight.shape[1])
+        out = _Info(1, (_Seg(self.new_space(node.name, out_ch), out_ch),))
+        self.block(out, f"output channels of transposed conv {node.name!r}")
+        return out
+
+    def pad(self, node: MSCNode, x: _Info | None) -> _Info | None:
+        if x is None:
+            return None
+        widths = [int(w) for w in node.attrs.get("pad_width", [])]
+        if widths[2 * x.axis:2 * x.axis + 2] != [0, 0]:
+            self.block(x, f"nn.pad {node.name!r} pads the channel axis")
+            return None
+        return x
 
     def linear(self, node: MSCNode, x: _Info | None) -> _Info:
         weight = node.weights["weight"]

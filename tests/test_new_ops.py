@@ -1,0 +1,293 @@
+"""Resize, ConvTranspose, LRN, Sum, Dropout and computed conv kernels, end to end.
+
+Each op comes in as a tiny ONNX model written with ``onnx.helper`` (and, where torch has
+the layer, as a torch model), is translated to an MSCGraph and run by every codegen:
+Relax on TVM, torch (fx) and ONNX on ONNX Runtime. Each must match ONNX Runtime on the
+original file (or torch on the original module) within 1e-4 relative.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+import torch
+import torch.nn.functional as F
+import tvm
+from onnx import TensorProto, helper, numpy_helper
+from torch import nn
+from tvm import relax
+
+from mscgym.compiler import MSCGraph, from_onnx, from_torch, to_relax
+from mscgym.compiler.codegen.onnx_codegen import to_onnx
+from mscgym.compiler.codegen.torch_codegen import to_torch, weights_from_torch
+
+RTOL = 1e-4
+CPU = ["CPUExecutionProvider"]
+RNG = np.random.default_rng(0)
+
+
+# --------------------------------------------------------------------------------------
+# Helpers
+# --------------------------------------------------------------------------------------
+def _model(nodes: list[onnx.NodeProto], inputs: dict[str, list[int]], outputs: list[str],
+           inits: dict[str, np.ndarray] | None = None, opset: int = 17) -> onnx.ModelProto:
+    graph = helper.make_graph(
+        nodes, "g",
+        [helper.make_tensor_value_info(n, TensorProto.FLOAT, s) for n, s in inputs.items()],
+        [helper.make_tensor_value_info(n, TensorProto.FLOAT, None) for n in outputs],
+        [numpy_helper.from_array(v, k) for k, v in (inits or {}).items()])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+    model.ir_version = 8
+    return onnx.shape_inference.infer_shapes(model)
+
+
+def _ort(model: onnx.ModelProto, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+    sess = ort.InferenceSession(model.SerializeToString(), providers=CPU)
+    return sess.run(None, feeds)
+
+
+def _close(got: Any, want: np.ndarray, what: str) -> None:
+    got = np.asarray(got)
+    scale = max(float(np.abs(want).max()), 1e-6)
+    err = float(np.abs(got - want).max()) / scale
+    assert got.shape == want.shape, f"{what}: shape {got.shape} != {want.shape}"
+    assert err <= RTOL, f"{what}: max error {err:.2e} relative to the output's range"
+
+
+def _run_everywhere(graph: MSCGraph, params: dict[str, np.ndarray],
+                    inputs: list[np.ndarray]) -> dict[str, np.ndarray]:
+    """The first output of ``graph`` on TVM, torch codegen and ONNX codegen + ORT."""
+    vm = relax.VirtualMachine(tvm.compile(to_relax(graph, params), target="llvm"), tvm.cpu())
+    out = vm["main"](*[tvm.runtime.tensor(x) for x in inputs])
+    tvm_out = out[0] if isinstance(out, tvm.ir.Array | list | tuple) else out
+    with torch.no_grad():
+        torch_out = to_torch(graph, params)(*[torch.from_numpy(x) for x in inputs])
+    if isinstance(torch_out, tuple):
+        torch_out = torch_out[0]
+    exported = to_onnx(graph, params)
+    names = [t.name for t in graph.get_inputs()]
+    onnx_out = _ort(exported, dict(zip(names, inputs, strict=True)))[0]
+    return {"tvm": tvm_out.numpy(), "torch": torch_out.numpy(), "onnx": onnx_out}
+
+
+def _check_onnx(model: onnx.ModelProto, feeds: dict[str, np.ndarray]) -> MSCGraph:
+    want = _ort(model, feeds)[0]
+    graph, params = from_onnx(model)
+    outs = _run_everywhere(graph, params, list(feeds.values()))
+    for runner, got in outs.items():
+        _close(got, want, runner)
+    return graph
+
+
+def _check_torch(module: nn.Module, *inputs: torch.Tensor) -> MSCGraph:
+    module = module.eval()
+    with torch.no_grad():
+        want = module(*inputs).numpy()
+    graph, params = from_torch(module, inputs)
+    outs = _run_everywhere(graph, params, [x.numpy() for x in inputs])
+    for runner, got in outs.items():
+        _close(got, want, runner)
+    return graph
+
+
+def _x(*shape: int) -> np.ndarray:
+    return RNG.standard_normal(shape).astype(np.float32)
+
+
+def _optypes(graph: MSCGraph) -> set[str]:
+    return {n.optype for n in graph.nodes}
+
+
+# --------------------------------------------------------------------------------------
+# Resize / Upsample
+# --------------------------------------------------------------------------------------
+RESIZE_CASES = [
+    # mode, coordinate transformation, nearest mode, input HxW, output HxW
+    ("nearest", "half_pixel", "round_prefer_floor", (5, 6), (10, 12)),
+    ("nearest", "half_pixel", "round_prefer_ceil", (5, 6), (15, 9)),
+    ("nearest", "asymmetric", "floor", (5, 6), (10, 18)),
+    ("nearest", "asymmetric", "ceil", (6, 6), (3, 12)),
+    ("nearest", "align_corners", "round_prefer_floor", (5, 6), (9, 11)),
+    ("nearest", "pytorch_half_pixel", "round_prefer_floor", (4, 4), (8, 1)),
+    ("nearest", "tf_half_pixel_for_nn", "floor", (5, 6), (10, 12)),
+    ("linear", "half_pixel", None, (5, 6), (10, 12)),
+    ("linear", "half_pixel", None, (8, 8), (4, 5)),
+    ("linear", "align_corners", None, (5, 6), (9, 13)),
+    ("linear", "asymmetric", None, (5, 6), (10, 12)),
+    ("linear", "pytorch_half_pixel", None, (5, 6), (1, 12)),
+]
+
+
+@pytest.mark.parametrize(("mode", "coordinate", "nearest", "size_in", "size_out"),
+                         RESIZE_CASES)
+def test_onnx_resize_matches_ort(mode: str, coordinate: str, nearest: str | None,
+                                 size_in: tuple[int, int], size_out: tuple[int, int]) -> None:
+    attrs: dict[str, Any] = {"mode": mode, "coordinate_transformation_mode": coordinate}
+    if nearest:
+        attrs["nearest_mode"] = nearest
+    sizes = np.array([2, 3, *size_out], np.int64)
+    model = _model([helper.make_node("Resize", ["x", "", "", "sizes"], ["y"], **attrs)],
+                   {"x": [2, 3, *size_in]}, ["y"], {"sizes": sizes})
+    graph = _check_onnx(model, {"x": _x(2, 3, *size_in)})
+    assert "image.resize2d" in _optypes(graph)
+
+
+def test_onnx_resize_with_scales_and_upsample() -> None:
+    scales = np.array([1, 1, 2, 3], np.float32)
+    model = _model([helper.make_node("Resize", ["x", "", "scales"], ["y"], mode="linear")],
+                   {"x": [1, 2, 4, 5]}, ["y"], {"scales": scales})
+    _check_onnx(model, {"x": _x(1, 2, 4, 5)})
+
+
+@pytest.mark.parametrize("mode", ["nearest", "bilinear", "bilinear_align"])
+def test_torch_upsample_matches_torch(mode: str) -> None:
+    if mode == "nearest":
+        layer = nn.Upsample(scale_factor=2, mode="nearest")
+    else:
+        layer = nn.Upsample(scale_factor=2, mode="bilinear",
+                            align_corners=mode == "bilinear_align")
+    _check_torch(layer, torch.randn(1, 3, 5, 7))
+
+
+def test_torch_interpolate_to_size_matches_torch() -> None:
+    class Net(nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return F.interpolate(x, size=(9, 4), mode="bilinear", align_corners=False)
+
+    _check_torch(Net(), torch.randn(1, 2, 6, 8))
+
+
+# --------------------------------------------------------------------------------------
+# ConvTranspose
+# --------------------------------------------------------------------------------------
+@pytest.mark.parametrize(("attrs", "bias"), [
+    ({"strides": [2, 2], "pads": [1, 1, 1, 1], "output_padding": [1, 1]}, True),
+    ({"strides": [2, 2], "pads": [0, 1, 1, 0]}, True),
+    ({"strides": [1, 2], "dilations": [2, 1], "pads": [1, 0, 1, 0]}, False),
+    ({"strides": [2, 2], "group": 2}, True),
+])
+def test_onnx_conv_transpose_matches_ort(attrs: dict[str, Any], bias: bool) -> None:
+    groups = attrs.get("group", 1)
+    inits = {"w": _x(4, 6 // groups, 3, 3)}
+    if bias:
+        inits["b"] = _x(6)
+    node = helper.make_node("ConvTranspose", ["x", "w", "b"] if bias else ["x", "w"], ["y"],
+                            kernel_shape=[3, 3], **attrs)
+    graph = _check_onnx(_model([node], {"x": [1, 4, 5, 6]}, ["y"], inits),
+                        {"x": _x(1, 4, 5, 6)})
+    assert ("msc.conv2d_transpose_bias" if bias else "nn.conv2d_transpose") in _optypes(graph)
+
+
+def test_torch_conv_transpose_matches_torch() -> None:
+    layer = nn.ConvTranspose2d(4, 6, 3, stride=2, padding=1, output_padding=1, groups=2)
+    graph = _check_torch(layer, torch.randn(1, 4, 5, 6))
+    node = next(n for n in graph.nodes if n.optype == "msc.conv2d_transpose_bias")
+    assert node.weight_alias["weight"] == "weight"
+
+
+# --------------------------------------------------------------------------------------
+# LRN, Sum, Dropout, computed kernels
+# --------------------------------------------------------------------------------------
+def test_onnx_lrn_matches_ort() -> None:
+    node = helper.make_node("LRN", ["x"], ["y"], size=3, alpha=1e-3, beta=0.75, bias=2.0)
+    graph = _check_onnx(_model([node], {"x": [1, 6, 5, 4]}, ["y"]), {"x": _x(1, 6, 5, 4)})
+    assert "nn.avg_pool3d" in _optypes(graph)
+
+
+def test_torch_local_response_norm_matches_torch() -> None:
+    graph = _check_torch(nn.LocalResponseNorm(5, alpha=1e-2), torch.randn(1, 8, 4, 4))
+    assert {"nn.avg_pool3d", "nn.pad"} <= _optypes(graph)
+
+
+def test_onnx_sum_of_several_tensors_matches_ort() -> None:
+    node = helper.make_node("Sum", ["a", "b", "c"], ["y"])
+    model = _model([node], {"a": [2, 3, 4], "b": [2, 3, 4], "c": [2, 3, 4]}, ["y"])
+    graph = _check_onnx(model, {"a": _x(2, 3, 4), "b": _x(2, 3, 4), "c": _x(2, 3, 4)})
+    assert "stack" in _optypes(graph)
+
+
+def test_dropout_is_removed_at_normalization() -> None:
+    nodes = [helper.make_node("Relu", ["x"], ["r"]),
+             helper.make_node("Dropout", ["r"], ["d"], name="drop"),
+             helper.make_node("Add", ["d", "x"], ["y"])]
+    graph = _check_onnx(_model(nodes, {"x": [2, 5]}, ["y"], opset=13), {"x": _x(2, 5)})
+    assert _optypes(graph) == {"input", "nn.relu", "add"}
+
+    class Net(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.fc = nn.Linear(5, 3)
+            self.drop = nn.Dropout(0.5)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.drop(self.fc(x))
+
+    graph = _check_torch(Net(), torch.randn(2, 5))
+    assert not any("dropout" in op for op in _optypes(graph))
+
+
+def test_conv_with_computed_kernel_matches_ort() -> None:
+    nodes = [helper.make_node("Mul", ["w", "s"], ["ws"]),
+             helper.make_node("Conv", ["x", "ws"], ["c"], pads=[1, 1, 1, 1]),
+             helper.make_node("ConvTranspose", ["c", "t"], ["y"], strides=[2, 2])]
+    model = _model(nodes, {"x": [1, 4, 5, 6], "s": [1]}, ["y"],
+                   {"w": _x(3, 4, 3, 3), "t": _x(3, 2, 2, 2)})
+    graph = _check_onnx(model, {"x": _x(1, 4, 5, 6), "s": np.array([0.5], np.float32)})
+    conv = next(n for n in graph.nodes if n.optype == "nn.conv2d")
+    assert len(conv.inputs) == 2 and "weight" not in conv.weights
+
+
+def test_clip_from_onnx_is_one_clip_in_every_codegen() -> None:
+    nodes = [helper.make_node("Conv", ["x", "w"], ["c"], pads=[1, 1, 1, 1]),
+             helper.make_node("Clip", ["c", "lo", "hi"], ["y"])]
+    inits = {"w": _x(4, 3, 3, 3), "lo": np.array(0, np.float32), "hi": np.array(6, np.float32)}
+    model = _model(nodes, {"x": [1, 3, 6, 6]}, ["y"], inits, opset=13)
+    graph = _check_onnx(model, {"x": _x(1, 3, 6, 6) * 4})
+    assert "clip" in _optypes(graph) and not {"maximum", "minimum"} & _optypes(graph)
+    graph, params = from_onnx(model)
+    exported = to_onnx(graph, params)
+    assert [n.op_type for n in exported.graph.node] == ["Conv", "Clip"]
+
+
+def test_unsqueeze_of_a_constant_runs_in_torch_codegen() -> None:
+    nodes = [helper.make_node("Unsqueeze", ["k", "axes"], ["u"]),
+             helper.make_node("Mul", ["x", "u"], ["y"])]
+    model = _model(nodes, {"x": [2, 3, 4]}, ["y"],
+                   {"k": _x(3, 4), "axes": np.array([0], np.int64)}, opset=13)
+    _check_onnx(model, {"x": _x(2, 3, 4)})
+
+
+# --------------------------------------------------------------------------------------
+# Names from files
+# --------------------------------------------------------------------------------------
+ODD_NAMES = ["fire2/squeeze1x1_w_0", "Constant@81", "p2o.helper.constant.136_1", "7_conv",
+             "..a..b.", "forward", "graph.training", "x y;import os"]
+
+
+def test_torch_codegen_accepts_names_from_files() -> None:
+    nodes, inits = [], {}
+    value = "x"
+    for index, name in enumerate(ODD_NAMES):
+        inits[name] = _x(4, 4, 1, 1)
+        inits[f"{name}_b"] = _x(4)
+        nodes.append(helper.make_node("Conv", [value, name, f"{name}_b"], [f"c{index}"],
+                                      name=f"node {name}"))
+        value = f"c{index}"
+    model = _model(nodes, {"x": [1, 4, 3, 3]}, [value], inits)
+    graph = _check_onnx(model, {"x": _x(1, 4, 3, 3)})
+    graph, params = from_onnx(model)
+    module = to_torch(graph, params)
+    assert set(module.state_dict()) == set(params)
+    aliases = {n.weight_alias["weight"] for n in graph.nodes if n.optype != "input"}
+    assert aliases == set(ODD_NAMES)
+    # Trained weights go back under the graph's names, and load back the same way.
+    state = weights_from_torch(module)
+    key = next(iter(state))
+    state[key] = state[key] * 2
+    module.load_state_dict({k: torch.from_numpy(v) for k, v in state.items()})
+    assert np.array_equal(module.state_dict()[key].numpy(), state[key])
+    assert "import os" not in module.code
