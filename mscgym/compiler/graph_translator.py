@@ -37,6 +37,7 @@ Params = dict[str, np.ndarray]
 __all__ = ["Params", "from_relax", "to_relax"]
 
 _PARAM_SUFFIXES = ("weight", "bias", "running_mean", "running_var", "gamma", "beta")
+_UNSUPPORTED = "unsupported:"
 
 
 # --------------------------------------------------------------------------------------
@@ -45,9 +46,12 @@ _PARAM_SUFFIXES = ("weight", "bias", "running_mean", "running_var", "gamma", "be
 class _GraphBuilder:
     """Walks the bindings of one normalized Relax function and collects nodes."""
 
-    def __init__(self, func: relax.Function, graph_name: str) -> None:
+    def __init__(self, func: relax.Function, graph_name: str,
+                 sources: Mapping[str, str] | None = None) -> None:
         self.func = func
         self.graph_name = graph_name
+        self.sources = dict(sources or {})
+        self.unsupported: list[tuple[str, str]] = []
         self.nodes: list[MSCNode] = []
         self.params: Params = {}
         self.tensor_of: dict[Any, str] = {}
@@ -91,7 +95,8 @@ class _GraphBuilder:
         weights: list[tuple[str, np.ndarray, str | None, str]],
         source: str | None = None,
     ) -> MSCNode:
-        name = self._node_name(optype, inputs, source)
+        origin = self.sources.get(var.name)
+        name = self.names.unique(origin) if origin else self._node_name(optype, inputs, source)
         fields, attrs_type = attrs
         layout = fields.get("out_layout", "")
         output = self._tensor(f"{name}:0", var.ty, f"node {name!r}",
@@ -156,16 +161,38 @@ class _GraphBuilder:
                 return_tuple = True
                 continue
             if not isinstance(value, relax.Call) or not isinstance(value.op, tvm.ir.Op):
-                kind = type(value).__name__
-                raise UnsupportedOpError(kind, var.name, "from_relax")
-            consumed = self._translate_call(var, value, nxt, uses.get(var, 0))
+                after_unsupported = isinstance(value, relax.TupleGetItem) and str(
+                    self.tensor_of.get(value.tuple_value, "")).startswith(_UNSUPPORTED)
+                self._skip_unsupported(var, UnsupportedOpError(
+                    type(value).__name__, var.name, "from_relax"), report=not after_unsupported)
+                continue
+            try:
+                consumed = self._translate_call(var, value, nxt, uses.get(var, 0))
+            except UnsupportedOpError as err:
+                self._skip_unsupported(var, err)
+                continue
             if consumed:
                 skip.add(index + 1)
+        if self.unsupported:
+            raise UnsupportedOpError.of(self.unsupported, "from_relax")
         if outputs is None:
             outputs = [self._input_ref(body.body, "function output")]
         attrs = {str(k): _plain(v) for k, v in (func.attrs or {}).items()}
         return MSCGraph(self.graph_name, self.nodes, self.input_names, outputs, attrs,
                         return_tuple=return_tuple)
+
+    def _skip_unsupported(self, var: relax.Var, err: UnsupportedOpError,
+                          report: bool = True) -> None:
+        """Note an unsupported binding (by its source node where known) and stand in a
+        placeholder for its value, so translation goes on and reports every such op."""
+        for op, node in err.unsupported if report else ():
+            entry = (op, self.sources.get(node, node))
+            if entry not in self.unsupported:
+                self.unsupported.append(entry)
+        if var not in self.tensor_of:
+            name = self.names.unique(f"{_UNSUPPORTED}{var.name}")
+            self.tensor_of[var] = name
+            self._position[name] = (len(self.nodes), MSCNode(name, _UNSUPPORTED, [], []))
 
     def _translate_call(self, var: relax.Var, call: relax.Call, nxt: Any, uses: int) -> bool:
         """Add the node for ``call``; True when it also consumed the next binding."""
@@ -295,14 +322,18 @@ def from_relax(
     entry_name: str = "main",
     names: Mapping[str, str] | None = None,
     graph_name: str | None = None,
+    sources: Mapping[str, str] | None = None,
 ) -> tuple[MSCGraph, Params]:
     """Translate ``mod[entry_name]`` to an MSCGraph and its weights.
 
     ``params`` binds function parameters (by name) as weights; ``names`` gives their
-    framework names (e.g. torch state_dict keys), which name the nodes. The weights
-    come back keyed by the graph's weight tensor names (``conv1.weight``).
+    framework names (e.g. torch state_dict keys), which name the nodes. ``sources`` maps
+    binding var names to the source model's node names (the ONNX frontend's), which then
+    name the nodes and the errors. The weights come back keyed by the graph's weight
+    tensor names (``conv1.weight``). Every unsupported op is collected and reported in
+    one UnsupportedOpError.
     """
     normalized = normalize(mod, params, entry_name, names)
-    builder = _GraphBuilder(normalized[entry_name], graph_name or entry_name)
+    builder = _GraphBuilder(normalized[entry_name], graph_name or entry_name, sources)
     graph = builder.translate()
     return graph, builder.params
