@@ -4,8 +4,8 @@ The quantizer (in ``mscgym.tools``) decides them; each codegen applies them its 
 way: fake-quant on torch, quantize/dequantize pairs in Relax and QDQ nodes in ONNX.
 They live here, below the tools, so that codegen never imports a tool.
 
-A layer (a node name) is quantized by quantizing its data input and its ``weight``;
-a node absent from the plan stays float.
+A layer (a node name) is quantized by quantizing its data inputs, its ``weight`` and
+(for an int8 kernel) its output; a node absent from the plan stays float.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from mscgym.compiler.errors import MSCError
+from mscgym.compiler.graph import MSCGraph, MSCNode
 
 _DTYPES = {"int8": (8, True), "uint8": (8, False), "int4": (4, True), "uint4": (4, False)}
 
@@ -101,28 +102,118 @@ class QuantParams:
 
 @dataclass(frozen=True)
 class LayerQuant:
-    """How one layer is quantized: its data input and/or its weight."""
+    """How one layer is quantized: its data inputs, its weight, and its output.
+
+    ``input`` is the data input 0 (the only one of a conv or linear); ``extra_inputs``
+    are data inputs 1, 2, ... (``None`` where one stays float): both operands of a
+    residual add, every operand of a concat. ``output`` quantizes the layer's output
+    *after its fused activation* (see :func:`fused_output`): what an int8 kernel writes.
+    In JSON the roles are ``input``, ``input1``, ``input2``, ..., ``weight``, ``output``.
+    """
 
     input: QuantParams | None = None
     weight: QuantParams | None = None
+    extra_inputs: tuple[QuantParams | None, ...] = ()
+    output: QuantParams | None = None
+
+    def input_params(self, index: int) -> QuantParams | None:
+        """The params of data input ``index`` (None: that input stays float)."""
+        if index == 0:
+            return self.input
+        if 0 < index <= len(self.extra_inputs):
+            return self.extra_inputs[index - 1]
+        return None
+
+    def activations(self) -> dict[str, QuantParams]:
+        """Every planned activation role -> its params (``input``, ``input1``, ``output``)."""
+        out: dict[str, QuantParams] = {}
+        for index in range(len(self.extra_inputs) + 1):
+            params = self.input_params(index)
+            if params is not None:
+                out[input_role(index)] = params
+        if self.output is not None:
+            out["output"] = self.output
+        return out
 
     def to_json(self) -> dict[str, Any]:
-        out: dict[str, Any] = {}
-        if self.input is not None:
-            out["input"] = self.input.to_json()
+        out: dict[str, Any] = {role: p.to_json() for role, p in self.activations().items()}
         if self.weight is not None:
             out["weight"] = self.weight.to_json()
         return out
 
     @classmethod
     def from_json(cls, data: dict[str, Any], where: str) -> LayerQuant:
-        unknown = set(data) - {"input", "weight"}
+        unknown = {k for k in data if k not in ("weight", "output") and role_index(k) is None}
         if unknown:
-            raise MSCError(f"{where}: unknown keys {sorted(unknown)} (expected input, weight)")
-        return cls(
-            QuantParams.from_json(data["input"], f"{where}.input") if "input" in data else None,
-            QuantParams.from_json(data["weight"], f"{where}.weight") if "weight" in data else None,
-        )
+            raise MSCError(f"{where}: unknown keys {sorted(unknown)} (expected input, input1, "
+                           "..., weight, output)")
+
+        def parse(role: str) -> QuantParams | None:
+            return QuantParams.from_json(data[role], f"{where}.{role}") if role in data else None
+
+        count = max((role_index(k) or 0 for k in data), default=0)
+        return cls(parse("input"), parse("weight"),
+                   tuple(parse(input_role(i)) for i in range(1, count + 1)), parse("output"))
+
+
+def input_role(index: int) -> str:
+    """The strategy role of data input ``index``: ``input``, ``input1``, ``input2``, ..."""
+    return "input" if index == 0 else f"input{index}"
+
+
+def role_index(role: str) -> int | None:
+    """The data input index a role names (None for ``weight``/``output``/others)."""
+    if role == "input":
+        return 0
+    digits = role.removeprefix("input")
+    if digits != role and digits.isdigit() and digits[0] != "0":
+        return int(digits)
+    return None
+
+
+FUSED_ACTIVATIONS = ("nn.relu", "clip")
+"""Ops an int8 runtime folds into the producing kernel's requantization (ONNX Runtime's
+ReluQuantFusion / ClipQuantFusion, TensorRT's conv+relu fusion)."""
+
+
+def fused_output(graph: MSCGraph, node: MSCNode) -> str:
+    """The tensor an int8 kernel for ``node`` writes: its output, followed through a chain
+    of relu/clip nodes that are each the single consumer of the previous tensor.
+
+    Every codegen quantizes a layer's ``output`` role at this tensor, so the runtime sees
+    ``kernel -> relu -> Q`` and fuses all three.
+    """
+    tensor = node.output.name
+    while tensor not in graph.output_names:
+        consumers = graph.find_consumers(tensor)
+        if (len(consumers) != 1 or consumers[0].optype not in FUSED_ACTIVATIONS
+                or len(consumers[0].outputs) != 1 or consumers[0].inputs[0] != tensor):
+            break
+        tensor = consumers[0].output.name
+    return tensor
+
+
+def is_global_average_pool(graph: MSCGraph, node: MSCNode) -> bool:
+    """A ``mean`` over the two spatial axes of a 4-D NCHW tensor, kept as 1x1: what torch's
+    ``adaptive_avg_pool2d(1)`` exports to. The ONNX codegen writes it as
+    GlobalAveragePool, which ONNX Runtime runs int8 (ReduceMean has no int8 kernel)."""
+    if node.optype != "mean" or len(node.inputs) != 1 or not node.attrs.get("keepdims"):
+        return False
+    rank = graph.find_tensor(node.inputs[0]).ndim
+    axes = node.attrs.get("axis") or []
+    return rank == 4 and sorted(int(a) % rank for a in axes) == [2, 3]
+
+
+def output_points(graph: MSCGraph, plan: QuantPlan) -> dict[str, QuantParams]:
+    """Tensor -> params of every planned ``output`` role, at its :func:`fused_output`."""
+    points: dict[str, QuantParams] = {}
+    for name, layer in plan.items():
+        if layer.output is not None:
+            tensor = fused_output(graph, graph.find_node(name))
+            if points.setdefault(tensor, layer.output) != layer.output:
+                raise MSCError(f"quant plan: two layers quantize the output {tensor!r} "
+                               "with different params")
+    return points
 
 
 QuantPlan = dict[str, LayerQuant]

@@ -12,15 +12,28 @@ expected values)::
       "layers": {"<node>": {"skip": true}
                  | {"weight": {...overrides} | null, "activation": {...} | null}},
       "include": ["msc.conv2d_bias", "nn.conv2d", "msc.linear", "msc.linear_bias"],
-      "fp16_fallback": false
+      "fp16_fallback": false,
+      "target": "onnxruntime" | "tensorrt" | "generic"
     }
+
+- ``target`` decides the form and the placement (:func:`int8_layout`). ``onnxruntime``
+  (the default): uint8 asymmetric activations with int8 symmetric per-channel weights,
+  the u8 x s8 form of x86 int8 kernels (VNNI ``vpdpbusd``, see :func:`x86_int8_isa`),
+  with every activation between int8 kernels planned: kernel outputs (after a fused
+  relu/clip), both operands of residual adds, concat (one shared scale), average pooling,
+  sigmoid and mul, so ONNX Runtime runs QLinearConv / QLinearAdd / QGemm end to end.
+  ``tensorrt``: symmetric int8 with TensorRT's placement. ``generic``: kernel inputs only.
+  An activation section that names a dtype without ``symmetric`` gets int8 symmetric or
+  uint8 asymmetric; ``{"dtype": "int8", "symmetric": true}`` keeps s8 on any target.
 
 - ``"bits": 8`` (or 4 for weights) may stand for the dtype inside a section:
   8 -> ``int8``, 4 -> ``int4``; given together with ``dtype`` they must agree.
 - A section set to ``null`` is not quantized (weight-only or activation-only).
 - ``include`` lists the optypes quantized by default (the data input, first input,
   and the ``weight`` role when the node has one). A ``layers`` entry with overrides
-  quantizes that node even if its optype is not included; ``skip`` keeps it float.
+  quantizes that node even if its optype is not included; ``skip`` keeps it float (also
+  an add, concat or pool the target would plan). The activations around a layer follow
+  its choice: a skipped kernel takes its output and the int8 ops that needed it with it.
 - ``fp16_fallback``: skipped layers keep float compute with their weights rounded
   to float16 (``transform``), emulating an fp16 fallback on every runner.
 
@@ -37,7 +50,14 @@ Strategy (JSON)::
                          "axis": null, "method": "minmax"},
                "weight": {"dtype": "int8", "scale": [...], "zero_point": [...],
                           "axis": 0, "method": "minmax"}},
+     "layer1.0.add": {"input": {...}, "input1": {...}},
+     "layer1.0.conv2": {"input": {...}, "weight": {...}, "output": {...}},
      "fc": {"fallback": "float16"}}
+
+Roles: ``input`` (data input 0), ``input1``, ``input2``, ... (further data inputs),
+``weight``, ``output`` (the layer's output after its fused relu/clip, where no consumer
+quantizes it already). MSC keyed such tensors ``<tensor>-c-<consumer>``; here the consumer
+is the layer and the role names the tensor.
 """
 
 from __future__ import annotations
@@ -50,11 +70,35 @@ import numpy as np
 from mscgym.compiler.errors import MSCError
 from mscgym.compiler.graph import MSCGraph, MSCNode
 from mscgym.compiler.ops import COMPOSITE, SUPPORTED_OPS
-from mscgym.compiler.quant_spec import LayerQuant, QuantParams, QuantPlan
+from mscgym.compiler.quant_spec import (
+    LayerQuant,
+    QuantParams,
+    QuantPlan,
+    fused_output,
+    input_role,
+    is_global_average_pool,
+    role_index,
+)
 from mscgym.tools import calibration as cal
 from mscgym.tools.base import MSC_TOOL, BaseTool, Params, ToolConfigError
 
 DEFAULT_INCLUDE = ("msc.conv2d_bias", "nn.conv2d", "msc.linear", "msc.linear_bias")
+TARGETS = ("onnxruntime", "tensorrt", "generic")
+CONV_OPTYPES = ("msc.conv2d_bias", "nn.conv2d")
+# Ops an int8 runtime runs on integers when every data input arrives dequantized and the
+# output is quantized: ONNX Runtime's QDQ selectors (BinarySelector: Add, Mul -> QLinearAdd /
+# QLinearMul; InputVariadicSelector: Concat -> QLinearConcat; UnarySelector: AveragePool,
+# GlobalAveragePool, Sigmoid -> QLinearAveragePool / QLinearGlobalAveragePool /
+# QLinearSigmoid). ONNX Runtime has no QDQ fusion for ReduceMean, HardSwish, HardSigmoid,
+# Sub, Div, LayerNormalization, Gelu or Erf: those stay float, with no Q/DQ around them.
+INT8_OPS = {"add": 2, "multiply": 2, "concat": 0}  # optype -> data inputs (0: any)
+# Single-input int8 ops: planned without an entry of their own, their input is the
+# producer's ``output`` role and their output is quantized by their consumers.
+UNARY_INT8_OPS = ("nn.avg_pool2d", "nn.adaptive_avg_pool2d", "sigmoid")
+# Ops ONNX Runtime runs on int8 data by dropping the Q/DQ around them (DropQDQNodesSelector)
+# or moving them past (QDQ propagation): a quantized consumer behind them covers their input.
+INT8_TRANSPARENT = ("nn.max_pool2d", "reshape", "flatten", "squeeze", "expand_dims",
+                    "permute_dims")
 KNOWN_OPTYPES = frozenset({op.removeprefix("relax.") for op in SUPPORTED_OPS} | set(COMPOSITE))
 FALLBACK_FP16 = "float16"
 
@@ -62,7 +106,15 @@ _WEIGHT_DEFAULTS: dict[str, Any] = {"dtype": "int8", "per_channel": True, "symme
                                     "method": "minmax"}
 _ACTIVATION_DEFAULTS: dict[str, Any] = {"dtype": "int8", "symmetric": True, "method": "minmax",
                                         "percentile": 99.99, "bins": 2048}
-_CONFIG_KEYS = {"weight", "activation", "layers", "include", "fp16_fallback"}
+_TARGET_ACTIVATIONS: dict[str, dict[str, Any]] = {
+    # x86 int8 kernels (VNNI vpdpbusd, AVX2 vpmaddubsw) multiply u8 activations by s8
+    # weights; ONNX Runtime rewrites s8 activations to u8 where it can, and fuses the
+    # relu/clip in front of a Q only when the zero point is the range's minimum.
+    "onnxruntime": {"dtype": "uint8", "symmetric": False},
+    "tensorrt": {"dtype": "int8", "symmetric": True},
+    "generic": {"dtype": "int8", "symmetric": True},
+}
+_CONFIG_KEYS = {"weight", "activation", "layers", "include", "fp16_fallback", "target"}
 _PARAM_KEYS = {"dtype", "scale", "zero_point", "axis", "method"}
 _MIN_BINS, _MAX_BINS = 256, 1 << 16
 
@@ -86,29 +138,171 @@ class ActivationConfig:
 
 @dataclass(frozen=True)
 class LayerConfig:
-    """How one layer is calibrated; ``None`` sections stay float."""
+    """How one layer is calibrated; ``None`` sections stay float.
+
+    ``roles`` maps each planned activation role (``input``, ``input1``, ..., ``output``)
+    to the tensor whose observed values calibrate it.
+    """
 
     node: str
-    tensor: str
+    roles: dict[str, str]
     weight: WeightConfig | None
     activation: ActivationConfig | None
 
+    @property
+    def tensor(self) -> str:
+        """The tensor of the data input (or first planned role)."""
+        return self.roles.get("input", next(iter(self.roles.values()), ""))
+
+
+def x86_int8_isa() -> list[str]:
+    """The int8 dot-product ISA flags of this CPU (``/proc/cpuinfo``): VNNI decides how
+    fast ONNX Runtime's u8 x s8 kernels are; empty where the file or flags are absent."""
+    wanted = ("avx512_vnni", "avx_vnni", "avx512bw", "avx2", "amx_int8")
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as handle:
+            for line in handle:
+                if line.startswith("flags"):
+                    flags = set(line.split(":", 1)[1].split())
+                    return [flag for flag in wanted if flag in flags]
+    except OSError:
+        return []
+    return []
+
+
+def int8_layout(graph: MSCGraph, kernels: dict[str, bool], target: str,
+                excluded: set[str] | frozenset[str] = frozenset()) -> dict[str, dict[str, str]]:
+    """Where an int8 runtime needs activations quantized, given the quantized kernels.
+
+    ``kernels`` maps each quantized conv/linear/matmul layer to whether it runs as an
+    8-bit integer kernel (8-bit data input and weight). Returns node -> role -> the tensor
+    that calibrates it:
+
+    * every kernel with an activation: ``input`` (its data input);
+    * ``onnxruntime``: an :data:`INT8_OPS` node (residual add, mul, concat) is planned,
+      all its data inputs, when its fused output stays integer: every consumer quantizes
+      it (*covers* it), through ops ONNX Runtime drops Q/DQ around, or is an average pool
+      / global average pool / sigmoid (:data:`UNARY_INT8_OPS`) whose own output is
+      covered. Planning runs from the outputs backwards, so a chain of residual blocks
+      becomes int8 end to end; where a consumer stays float (a layer norm, a graph
+      output), the op stays float too rather than paying a Q/DQ round trip for nothing.
+      A concat's inputs share one scale (its output's range). A planned op or an 8-bit
+      conv whose fused output is not covered gets an ``output`` role: ONNX Runtime fuses
+      a conv into ``QLinearConv`` only with a Q after it (Gemm and MatMul have
+      float-output kernels, so they need none), and a pool only with Q/DQ around it.
+    * ``tensorrt``: the residual input of an add (the operand no kernel produced, so
+      TensorRT fuses the add into the conv), every concat and pooling input; no outputs
+      (TensorRT places requantization itself).
+    * ``generic``: kernel inputs only.
+
+    ``excluded`` names nodes that stay float whatever the rule says (``skip`` overrides).
+    """
+    if target not in TARGETS:
+        raise ToolConfigError(f"quantizer config: target {target!r}: expected one of "
+                              f"{list(TARGETS)}")
+    layout: dict[str, dict[str, str]] = {name: {"input": graph.find_node(name).inputs[0]}
+                                         for name in kernels}
+    if target == "generic":
+        return layout
+    planned: dict[str, set[int]] = {name: {0} for name in kernels}
+
+    def candidate(node: MSCNode) -> bool:
+        arity = INT8_OPS.get(node.optype)
+        return (arity is not None and node.name not in excluded and node.name not in kernels
+                and bool(node.inputs) and len(node.outputs) == 1
+                and (arity == 0 or len(node.inputs) == arity) and not node.weights)
+
+    def covered(tensor: str) -> bool:
+        consumers = graph.find_consumers(tensor)
+        if tensor in graph.output_names or not consumers:
+            return False
+        for consumer in consumers:
+            uses = {i for i, name in enumerate(consumer.inputs) if name == tensor}
+            if uses <= planned.get(consumer.name, set()):
+                continue
+            if (consumer.optype in INT8_TRANSPARENT and len(consumer.inputs) == 1
+                    and len(consumer.outputs) == 1 and covered(consumer.output.name)):
+                continue
+            return False
+        return True
+
+    def unary_int8(node: MSCNode) -> bool:
+        return ((node.optype in UNARY_INT8_OPS or is_global_average_pool(graph, node))
+                and node.name not in excluded and len(node.inputs) == 1
+                and len(node.outputs) == 1 and not node.weights)
+
+    def integer(tensor: str) -> bool:
+        """Whether the tensor stays integer once its producer quantizes it."""
+        consumers = graph.find_consumers(tensor)
+        if tensor in graph.output_names or not consumers:
+            return False
+        for consumer in consumers:
+            uses = {i for i, name in enumerate(consumer.inputs) if name == tensor}
+            if uses <= planned.get(consumer.name, set()):
+                continue
+            transparent = (consumer.optype in INT8_TRANSPARENT and len(consumer.inputs) == 1
+                           and len(consumer.outputs) == 1)
+            if transparent and integer(consumer.output.name):
+                continue
+            if unary_int8(consumer) and covered(fused_output(graph, consumer)):
+                continue
+            return False
+        return True
+
+    def kernel_made(tensor: str) -> bool:
+        node = graph.find_producer(tensor)
+        while node.optype in ("nn.relu", "clip") and node.inputs:
+            node = graph.find_producer(node.inputs[0])
+        return node.name in kernels
+
+    for node in reversed(graph.nodes):
+        if not candidate(node):
+            continue
+        if target == "tensorrt":
+            inputs = range(len(node.inputs))
+            if node.optype == "add":
+                inputs = [i for i, t in enumerate(node.inputs) if not kernel_made(t)]
+            if inputs:
+                layout[node.name] = {input_role(i): node.inputs[i] for i in inputs}
+            continue
+        out = fused_output(graph, node)
+        if not integer(out):
+            continue
+        planned[node.name] = set(range(len(node.inputs)))
+        shared = node.optype == "concat"
+        layout[node.name] = {input_role(i): out if shared else tensor
+                             for i, tensor in enumerate(node.inputs)}
+        if not covered(out):
+            layout[node.name]["output"] = out
+    if target == "onnxruntime":
+        for name, is_int8 in kernels.items():
+            node = graph.find_node(name)
+            out = fused_output(graph, node)
+            if (is_int8 and node.optype in CONV_OPTYPES and out not in graph.output_names
+                    and not covered(out)):
+                layout[name]["output"] = out
+    return layout
+
 
 class Quantizer(BaseTool):
-    """Calibrates and plans int8/int4 quantization of conv and linear layers."""
+    """Calibrates and plans int8/int4 quantization of conv and linear layers and of the
+    activations an int8 runtime needs integer around them (see :func:`int8_layout`)."""
 
     kind: ClassVar[MSC_TOOL] = MSC_TOOL.QUANTIZE
 
     def __init__(self, graph: MSCGraph, params: Params, config: dict[str, Any] | None) -> None:
         super().__init__(graph, params, config)
         self.check_keys(self.config, _CONFIG_KEYS, "quantizer config")
+        self.target = _choice(self.config.get("target", "onnxruntime"), TARGETS,
+                              "quantizer config: target")
         self.layers, self.fp16_layers = self._parse_config(self.config)
         self._observers: dict[tuple[str, int], cal.TensorObserver] = {}
         for layer in self.layers.values():
             if layer.activation is not None:
-                key = (layer.tensor, layer.activation.bins)
-                self._observers.setdefault(key, cal.TensorObserver(layer.activation.bins))
-        histogram = any(layer.activation is not None
+                for tensor in layer.roles.values():
+                    key = (tensor, layer.activation.bins)
+                    self._observers.setdefault(key, cal.TensorObserver(layer.activation.bins))
+        histogram = any(layer.activation is not None and layer.roles
                         and layer.activation.method in cal.HISTOGRAM_METHODS
                         for layer in self.layers.values())
         self.passes = 2 if histogram else 1
@@ -116,13 +310,14 @@ class Quantizer(BaseTool):
         self._pass_batches: dict[tuple[str, int], int] = dict.fromkeys(self._observers, 0)
         self._plan: QuantPlan | None = None
         self._methods: dict[str, dict[str, str | None]] = {}
-        self._ranges: dict[str, tuple[float, float]] = {}
+        self._ranges: dict[tuple[str, str], tuple[float, float]] = {}
 
     # -- config -------------------------------------------------------------------------
     def _parse_config(self, config: dict[str, Any]) -> tuple[dict[str, LayerConfig], list[str]]:
         weight = _weight_section(config.get("weight", {}), None, "quantizer config: weight")
         activation = _activation_section(config.get("activation", {}), None,
-                                         "quantizer config: activation")
+                                         "quantizer config: activation",
+                                         _TARGET_ACTIVATIONS[self.target])
         include = config.get("include", list(DEFAULT_INCLUDE))
         if not isinstance(include, list | tuple) or not all(isinstance(o, str) for o in include):
             raise ToolConfigError(f"quantizer config: include must be a list of optypes, got "
@@ -147,7 +342,7 @@ class Quantizer(BaseTool):
                 skipped.append(name)
             else:
                 chosen[name] = override
-        layers: dict[str, LayerConfig] = {}
+        configs: dict[str, tuple[WeightConfig | None, ActivationConfig | None]] = {}
         for node in self.graph.nodes:
             if node.name in skipped or node.optype == "input" or not node.inputs:
                 continue
@@ -161,8 +356,19 @@ class Quantizer(BaseTool):
                 layer_weight = None
             if layer_weight is None and layer_activation is None:
                 continue
-            layers[node.name] = LayerConfig(node.name, node.inputs[0], layer_weight,
-                                            layer_activation)
+            configs[node.name] = (layer_weight, layer_activation)
+        kernels = {name: _is_int8_kernel(w, a) for name, (w, a) in configs.items()
+                   if a is not None}
+        inactive = {name for name, (_, a) in chosen.items() if a is None}
+        layout = int8_layout(self.graph, kernels, self.target, set(skipped) | inactive)
+        layers: dict[str, LayerConfig] = {}
+        for name, (layer_weight, layer_activation) in configs.items():
+            roles = layout.get(name, {}) if layer_activation is not None else {}
+            layers[name] = LayerConfig(name, roles, layer_weight, layer_activation)
+        for name, roles in layout.items():
+            if name not in layers:
+                layers[name] = LayerConfig(name, roles, None, chosen.get(name, (None,
+                                                                                activation))[1])
         fp16_layers = [n for n in skipped if fp16 and self.graph.find_node(n).weights]
         return layers, fp16_layers
 
@@ -193,7 +399,8 @@ class Quantizer(BaseTool):
             weight = _weight_section(entry["weight"], weight, f"{where}.weight")
         if "activation" in entry:
             activation = _activation_section(entry["activation"], activation,
-                                             f"{where}.activation")
+                                             f"{where}.activation",
+                                             _TARGET_ACTIVATIONS[self.target])
         return weight, activation
 
     # -- calibration --------------------------------------------------------------------
@@ -202,7 +409,7 @@ class Quantizer(BaseTool):
         return self._plan is not None
 
     def watched_tensors(self) -> list[str]:
-        """Data inputs of the quantized layers, until calibration is done."""
+        """Every tensor a planned role is calibrated on, until calibration is done."""
         if self.calibrated:
             return []
         return sorted({tensor for tensor, _ in self._observers})
@@ -242,35 +449,39 @@ class Quantizer(BaseTool):
         for layer in self.layers.values():
             if layer.activation is None:
                 continue
-            key = (layer.tensor, layer.activation.bins)
             absolute, signed = cal.needs_histograms(layer.activation.method,
                                                     layer.activation.symmetric)
-            before = needs.get(key, (False, False))
-            needs[key] = (before[0] or absolute, before[1] or signed)
+            for tensor in layer.roles.values():
+                key = (tensor, layer.activation.bins)
+                before = needs.get(key, (False, False))
+                needs[key] = (before[0] or absolute, before[1] or signed)
         for key, (absolute, signed) in needs.items():
             self._observers[key].start_histograms(absolute, signed)
 
     def _finish(self) -> None:
         plan: QuantPlan = {}
         methods: dict[str, dict[str, str | None]] = {}
+        computed: dict[tuple[str, ActivationConfig], tuple[QuantParams, tuple[float, float]]] = {}
         for name, layer in self.layers.items():
-            input_params = weight_params = None
+            specs: dict[str, QuantParams] = {}
             methods[name] = {}
-            if layer.activation is not None:
-                act = layer.activation
-                observer = self._observers[(layer.tensor, act.bins)]
-                input_params, chosen = cal.activation_params(observer, act.dtype, act.symmetric,
-                                                             act.method, act.percentile)
-                self._ranges[name] = chosen
-                methods[name]["input"] = act.method
+            act = layer.activation
+            for role, tensor in layer.roles.items() if act is not None else ():
+                if (tensor, act) not in computed:
+                    observer = self._observers[(tensor, act.bins)]
+                    computed[(tensor, act)] = cal.activation_params(
+                        observer, act.dtype, act.symmetric, act.method, act.percentile)
+                specs[role], self._ranges[(name, role)] = computed[(tensor, act)]
+                methods[name][role] = act.method
             if layer.weight is not None:
                 wcfg = layer.weight
                 node = self.graph.find_node(name)
-                weight_params = cal.weight_params(self.params[node.weight_name("weight")],
-                                                  wcfg.dtype, wcfg.per_channel, wcfg.symmetric,
-                                                  wcfg.method)
+                specs["weight"] = cal.weight_params(self.params[node.weight_name("weight")],
+                                                    wcfg.dtype, wcfg.per_channel, wcfg.symmetric,
+                                                    wcfg.method)
                 methods[name]["weight"] = wcfg.method
-            plan[name] = LayerQuant(input_params, weight_params)
+            if specs:
+                plan[name] = _layer_quant(specs)
         self._plan, self._methods = plan, methods
 
     # -- effect on the model ------------------------------------------------------------
@@ -299,9 +510,9 @@ class Quantizer(BaseTool):
         out: dict[str, Any] = {}
         for name, layer in self._plan.items():
             entry: dict[str, Any] = {}
-            for role, params in (("input", layer.input), ("weight", layer.weight)):
-                if params is None:
-                    continue
+            roles = {**layer.activations(), **({"weight": layer.weight}
+                                               if layer.weight is not None else {})}
+            for role, params in roles.items():
                 entry[role] = params.to_json()
                 method = self._methods.get(name, {}).get(role)
                 if method is not None:
@@ -326,7 +537,9 @@ class Quantizer(BaseTool):
             if not isinstance(entry, dict) or not entry:
                 raise ToolConfigError(f"{where}: expected an object with 'input' and/or "
                                       f"'weight' (or 'fallback'), got {entry!r}")
-            self.check_keys(entry, {"input", "weight", "fallback"}, where)
+            roles = {"weight", "fallback", "output",
+                     *(input_role(i) for i in range(max(len(node.inputs), 1)))}
+            self.check_keys(entry, roles, where)
             if "fallback" in entry:
                 if set(entry) != {"fallback"} or entry["fallback"] != FALLBACK_FP16:
                     raise ToolConfigError(f"{where}: fallback must be {FALLBACK_FP16!r} and "
@@ -336,32 +549,31 @@ class Quantizer(BaseTool):
             _check_quantizable(node, where)
             methods[name] = {}
             specs: dict[str, QuantParams] = {}
-            for role in ("input", "weight"):
-                if role in entry:
-                    specs[role], methods[name][role] = _parse_params(node, role, entry[role],
-                                                                     f"{where}: {role}")
-            plan[name] = LayerQuant(specs.get("input"), specs.get("weight"))
+            for role in entry:
+                specs[role], methods[name][role] = _parse_params(node, role, entry[role],
+                                                                 f"{where}: {role}")
+            plan[name] = _layer_quant(specs)
         self._plan, self._methods, self.fp16_layers = plan, methods, fp16
         self._ranges = {}
 
     # -- debugging ----------------------------------------------------------------------
     def stats(self) -> dict[str, dict[str, Any]]:
-        """Per quantized layer: the observed input range (and the calibrated range once
-        calibrated) and the weight range."""
+        """Per quantized layer: each planned activation role's tensor and observed range
+        (and the calibrated range once calibrated), and the weight range."""
         out: dict[str, dict[str, Any]] = {}
         for name, layer in self.layers.items():
             entry: dict[str, Any] = {}
-            if layer.activation is not None:
-                observer = self._observers[(layer.tensor, layer.activation.bins)]
-                entry["input"] = {
-                    "tensor": layer.tensor, "method": layer.activation.method,
+            for role, tensor in layer.roles.items() if layer.activation is not None else ():
+                observer = self._observers[(tensor, layer.activation.bins)]
+                entry[role] = {
+                    "tensor": tensor, "method": layer.activation.method,
                     "min": observer.minimum if observer.count else None,
                     "max": observer.maximum if observer.count else None,
                     "absmax": observer.absmax, "count": observer.count,
                     "batches": observer.batches,
                 }
-                if name in self._ranges:
-                    entry["input"]["range"] = list(self._ranges[name])
+                if (name, role) in self._ranges:
+                    entry[role]["range"] = list(self._ranges[(name, role)])
             if layer.weight is not None:
                 weight = np.asarray(self.params[self.graph.find_node(name).weight_name("weight")])
                 entry["weight"] = {"method": layer.weight.method, "min": float(weight.min()),
@@ -369,6 +581,20 @@ class Quantizer(BaseTool):
                                    "absmax": float(np.abs(weight).max())}
             out[name] = entry
         return out
+
+
+def _is_int8_kernel(weight: WeightConfig | None, activation: ActivationConfig | None) -> bool:
+    """Whether a layer runs as an 8-bit integer kernel (8-bit data input and weight)."""
+    return (weight is not None and activation is not None and weight.dtype in ("int8", "uint8")
+            and activation.dtype in ("int8", "uint8"))
+
+
+def _layer_quant(specs: dict[str, QuantParams]) -> LayerQuant:
+    """A LayerQuant from role -> params (``input``, ``input1``, ..., ``weight``, ``output``)."""
+    count = max((role_index(r) or 0 for r in specs), default=0)
+    return LayerQuant(specs.get("input"), specs.get("weight"),
+                      tuple(specs.get(input_role(i)) for i in range(1, count + 1)),
+                      specs.get("output"))
 
 
 # -------------------------------------------------------------------------------------
@@ -435,12 +661,21 @@ def _weight_section(section: Any, base: WeightConfig | None, where: str) -> Weig
     )
 
 
-def _activation_section(section: Any, base: ActivationConfig | None,
-                        where: str) -> ActivationConfig | None:
-    defaults = asdict(base) if base is not None else dict(_ACTIVATION_DEFAULTS)
+def _activation_section(section: Any, base: ActivationConfig | None, where: str,
+                        target_defaults: dict[str, Any]) -> ActivationConfig | None:
+    """An activation section merged over ``base`` (or the target's defaults).
+
+    ``symmetric`` left out follows the dtype chosen alongside it: int8 symmetric, uint8
+    asymmetric (what ONNX Runtime's x86 kernels fuse), unless the base already fixed both.
+    """
+    defaults = (asdict(base) if base is not None
+                else {**_ACTIVATION_DEFAULTS, **target_defaults})
     merged = _merged(section, defaults, set(_ACTIVATION_DEFAULTS), where, {8: "int8"})
     if merged is None:
         return None
+    if (isinstance(section, dict) and "symmetric" not in section
+            and ("dtype" in section or "bits" in section)):
+        merged["symmetric"] = merged["dtype"] == "int8"
     percentile = merged["percentile"]
     if (isinstance(percentile, bool) or not isinstance(percentile, int | float)
             or not 50.0 < percentile <= 100.0):
@@ -472,8 +707,9 @@ def _parse_params(node: MSCNode, role: str, data: Any,
     missing = sorted({"dtype", "scale", "zero_point"} - set(data))
     if missing:
         raise ToolConfigError(f"{where}: missing keys {missing}")
-    dtypes = cal.ACTIVATION_DTYPES if role == "input" else cal.WEIGHT_DTYPES
-    methods = cal.ACTIVATION_METHODS if role == "input" else cal.WEIGHT_METHODS
+    activation = role != "weight"
+    dtypes = cal.ACTIVATION_DTYPES if activation else cal.WEIGHT_DTYPES
+    methods = cal.ACTIVATION_METHODS if activation else cal.WEIGHT_METHODS
     _choice(data["dtype"], dtypes, f"{where}.dtype")
     method = data.get("method")
     if method is not None:
@@ -492,7 +728,7 @@ def _parse_params(node: MSCNode, role: str, data: Any,
     axis = data.get("axis")
     if isinstance(axis, bool):
         raise ToolConfigError(f"{where}.axis {axis!r}: expected null or 0")
-    if role == "input" and axis is not None:
+    if activation and axis is not None:
         raise ToolConfigError(f"{where}.axis {axis!r}: activations are quantized per tensor "
                               "(axis null)")
     if role == "weight":

@@ -1,8 +1,8 @@
 """MSCGraph -> TVM Relax: the bindings ``from_relax`` read, emitted again.
 
 Without a quant plan the result is structurally equal to the normalized source module;
-with one, planned layers get QDQ on their data input and a fake-quantized weight (the
-numpy reference every runner shares).
+with one, planned layers get QDQ on their planned data inputs and (fused) output and a
+fake-quantized weight (the numpy reference every runner shares).
 """
 
 from __future__ import annotations
@@ -19,8 +19,12 @@ from mscgym.compiler.errors import GraphError, UnsupportedOpError
 from mscgym.compiler.graph import MSCGraph, MSCNode
 from mscgym.compiler.normalize import named_const
 from mscgym.compiler.ops import SUPPORTED_OPS
-from mscgym.compiler.quant_spec import QuantParams, QuantPlan
+from mscgym.compiler.quant_spec import QuantParams, QuantPlan, output_points
 from mscgym.compiler.relax_codec import SymbolTable, decode_prim, make_attrs
+
+_CONV_OPS = {"nn.conv2d": "relax.nn.conv2d", "msc.conv2d_bias": "relax.nn.conv2d",
+             "nn.conv2d_transpose": "relax.nn.conv2d_transpose",
+             "msc.conv2d_transpose_bias": "relax.nn.conv2d_transpose"}
 
 
 class _RelaxEmitter:
@@ -54,14 +58,16 @@ class _RelaxEmitter:
 
     def emit(self, node: MSCNode, ins: list[relax.Expr]) -> relax.Expr:
         layer = self.quant.get(node.name)
-        if layer is not None and layer.input is not None:
-            ins = [self.qdq(ins[0], layer.input), *ins[1:]]
+        if layer is not None:
+            specs = [layer.input_params(i) for i in range(len(ins))]
+            ins = [x if spec is None else self.qdq(x, spec) for x, spec in zip(ins, specs,
+                                                                              strict=True)]
         bb, optype = self.bb, node.optype
         attrs = make_attrs(node.attrs_type, node.attrs, self.symbols)
-        if optype in ("msc.conv2d_bias", "nn.conv2d"):
-            out = bb.emit(relax.Call(tvm.ir.Op.get("relax.nn.conv2d"),
+        if optype in _CONV_OPS and not node.args:  # constant kernel (+ bias)
+            out = bb.emit(relax.Call(tvm.ir.Op.get(_CONV_OPS[optype]),
                                      [ins[0], self.const(node, "weight")], attrs))
-            if optype == "nn.conv2d":
+            if optype.startswith("nn."):
                 return out
             bias = self.weight(node, "bias").reshape(1, -1, 1, 1)
             return bb.emit(relax.op.add(out, self.const(node, "bias", bias)))
@@ -114,6 +120,7 @@ def to_relax(
     if unknown:
         raise GraphError(f"quant plan names nodes {unknown} that graph {graph.name!r} lacks")
     emitter = _RelaxEmitter(graph, params, quant or {})
+    outputs = output_points(graph, quant or {})
     values: dict[str, relax.Expr] = {}
     inputs = []
     for tensor in graph.get_inputs():
@@ -127,7 +134,10 @@ def to_relax(
             for node in graph.nodes:
                 if node.optype == "input":
                     continue
-                values[node.outputs[0].name] = emitter.emit(node, [values[t] for t in node.inputs])
+                value = emitter.emit(node, [values[t] for t in node.inputs])
+                if node.outputs[0].name in outputs:
+                    value = emitter.qdq(value, outputs[node.outputs[0].name])
+                values[node.outputs[0].name] = value
             results = [values[t] for t in graph.output_names]
             ret = relax.Tuple(results) if graph.return_tuple else results[0]
             output = bb.emit_output(ret)

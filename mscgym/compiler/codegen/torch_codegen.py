@@ -4,13 +4,16 @@ The module is a ``torch.fx.GraphModule`` built node by node, never from source t
 inputs become placeholders, weights ``get_attr`` nodes and ops ``call_function`` nodes. Each
 weight is registered under its graph tensor name (``layer1.0.conv1.weight``), split on dots
 into submodules, so ``state_dict()`` keys are the graph's weight names and trained weights
-go back into the graph unchanged (:func:`weights_from_torch`). Names come from model files,
-so every part of a weight or quantizer path must be a plain attribute name; anything else
-is refused with the node named instead of being silently renamed.
+go back into the graph unchanged (:func:`weights_from_torch`). Names come from model files
+(``fire2/squeeze1x1_w_0``, ``Constant@81``, ``136_1``): a path whose parts are not all plain
+attribute names is registered under a safe path made from it, and state-dict hooks show
+and take the graph's own name (the alias) in its place, so ``state_dict()`` keys stay the
+user's names. Nothing from a file is ever pasted into source: fx names its nodes itself.
 
 Ops follow Relax semantics (the graph's ground truth), e.g. Relax padding is
 ``[top, left, bottom, right]`` and ``flatten`` flattens every dim. Quantized layers get
-:class:`FakeQuantize` modules on their data input and weight; these match
+:class:`FakeQuantize` modules on their planned data inputs, weight and (fused) output;
+these match
 ``QuantParams.fake_quant`` bit for bit and pass gradients straight through, so the module
 can be fine-tuned (distillation) with quantization in the loop.
 """
@@ -33,7 +36,14 @@ from mscgym.compiler.codegen.common import weight_value
 from mscgym.compiler.dims import eval_dim
 from mscgym.compiler.errors import GraphError, MSCError, UnsupportedOpError
 from mscgym.compiler.graph import MSCGraph, MSCNode
-from mscgym.compiler.quant_spec import LayerQuant, QuantParams, QuantPlan
+from mscgym.compiler.ops import RESIZE_COORDINATES, RESIZE_ROUNDINGS
+from mscgym.compiler.quant_spec import (
+    LayerQuant,
+    QuantParams,
+    QuantPlan,
+    input_role,
+    output_points,
+)
 
 _WHERE = "torch codegen"
 
@@ -166,6 +176,78 @@ def _avg_pool2d_padded(x: torch.Tensor, kernel: list[int], strides: list[int],
     return total / F.avg_pool2d(cells, kernel, strides)
 
 
+def _crop2d(x: torch.Tensor, top: int, left: int, height: int, width: int) -> torch.Tensor:
+    return x[..., top:top + height, left:left + width]
+
+
+_RESIZE_EPS = 1e-5  # TVM's guard for floor/ceil rounding of nearest-neighbour coordinates
+
+
+def _source_coords(out_size: int, in_size: int, mode: str, device: torch.device
+                   ) -> torch.Tensor:
+    """Input coordinate of each output position, as ONNX Resize (and TVM) define ``mode``.
+
+    Computed in float32 with the scale ``in/out`` from the sizes, as TVM computes it.
+    """
+    out = torch.arange(out_size, dtype=torch.float32, device=device)
+    scale = torch.tensor(in_size, dtype=torch.float32) / torch.tensor(out_size,
+                                                                       dtype=torch.float32)
+    if mode == "half_pixel":
+        return (out + 0.5) * scale - 0.5
+    if mode == "pytorch_half_pixel":
+        return (out + 0.5) * scale - 0.5 if out_size > 1 else torch.zeros_like(out)
+    if mode == "align_corners":
+        if out_size == 1:
+            return torch.zeros_like(out)
+        return out * (torch.tensor(in_size - 1, dtype=torch.float32) / (out_size - 1))
+    if mode == "asymmetric":
+        return out * scale
+    if mode == "tf_half_pixel_for_nn":
+        return (out + 0.5) * scale
+    raise MSCError(f"{_WHERE}: resize coordinate transformation {mode!r} is not supported")
+
+
+def _nearest_index(coords: torch.Tensor, rounding: str, size: int) -> torch.Tensor:
+    if rounding == "round":
+        index = torch.round(coords)  # half to even, like TVM's round on LLVM
+    elif rounding == "round_prefer_floor":
+        index = torch.ceil(coords - 0.5)
+    elif rounding == "round_prefer_ceil":
+        index = torch.floor(coords + 0.5)
+    elif rounding == "floor":
+        index = torch.floor(coords + _RESIZE_EPS)
+    elif rounding == "ceil":
+        index = torch.ceil(coords - _RESIZE_EPS)
+    else:
+        raise MSCError(f"{_WHERE}: resize rounding {rounding!r} is not supported")
+    return index.long().clamp(0, size - 1)
+
+
+def _resize_axis(x: torch.Tensor, axis: int, out_size: int, method: str, coordinate: str,
+                 rounding: str) -> torch.Tensor:
+    """Resize ``x`` along one spatial axis; bilinear resizing is separable into two."""
+    in_size = x.shape[axis]
+    coords = _source_coords(out_size, in_size, coordinate, x.device)
+    if method == "nearest_neighbor":
+        return torch.index_select(x, axis, _nearest_index(coords, rounding, in_size))
+    low = torch.floor(coords)
+    frac = (coords - low).to(x.dtype)
+    low = low.long()
+    below = torch.index_select(x, axis, low.clamp(0, in_size - 1))
+    above = torch.index_select(x, axis, (low + 1).clamp(0, in_size - 1))
+    shape = [1] * x.dim()
+    shape[axis] = out_size
+    frac = frac.reshape(shape)
+    return below * (1 - frac) + above * frac
+
+
+def _resize2d(x: torch.Tensor, size: list[int], method: str, coordinate: str,
+              rounding: str) -> torch.Tensor:
+    """Relax ``image.resize2d`` (NCHW, nearest or linear) with ONNX's coordinate rules."""
+    out = _resize_axis(x, 2, int(size[0]), method, coordinate, rounding)
+    return _resize_axis(out, 3, int(size[1]), method, coordinate, rounding)
+
+
 # --------------------------------------------------------------------------------------
 # Names
 # --------------------------------------------------------------------------------------
@@ -175,39 +257,85 @@ def _reserved() -> frozenset[str]:
     return frozenset(dir(fx.GraphModule(nn.Module(), fx.Graph())))
 
 
-def _attr_path(path: str, node: MSCNode) -> list[str]:
-    """Split a dotted weight/quantizer path, refusing parts that are not plain attributes."""
-    parts = path.split(".")
-    for part in parts:
-        if not _ATTR_PART.fullmatch(part) or keyword.iskeyword(part) or part in _reserved():
-            raise MSCError(f"{_WHERE}: node {node.name!r}: {path!r} has the part {part!r}, "
-                           "which is not a usable module attribute name (expected letters, "
-                           "digits and '_', not a Python keyword or a GraphModule attribute)")
-    return parts
+def _usable(part: str) -> bool:
+    return bool(_ATTR_PART.fullmatch(part)) and not keyword.iskeyword(part) and (
+        part not in _reserved())
 
 
-def _install(root: nn.Module, path: str, value: nn.Module | torch.Tensor, node: MSCNode) -> None:
-    """Register ``value`` (parameter, buffer or module) at dotted ``path`` under ``root``."""
-    *scopes, leaf = _attr_path(path, node)
+def _safe_part(part: str) -> str:
+    """A usable attribute name made from ``part``: other characters become ``_``, a name
+    that starts with a digit (and is not all digits) gets a leading ``_``, a keyword or a
+    GraphModule attribute a trailing one."""
+    if _usable(part):
+        return part
+    safe = re.sub(r"[^A-Za-z0-9_]", "_", part) or "_"
+    if safe[0].isdigit() and not safe.isdigit():
+        safe = f"_{safe}"
+    while not _usable(safe):
+        safe = f"{safe}_"
+    return safe
+
+
+def _free(root: nn.Module, parts: list[str]) -> bool:
+    """Whether ``parts`` can be registered under ``root``: scopes are (or can become)
+    submodules and the leaf is not taken."""
+    owner: nn.Module | None = root
+    for part in parts[:-1]:
+        if owner is None:
+            return True
+        child = owner._modules.get(part)
+        if child is None and hasattr(owner, part):
+            return False
+        owner = child
+    return owner is None or not hasattr(owner, parts[-1])
+
+
+def _install(root: nn.Module, path: str, value: nn.Module | torch.Tensor) -> str:
+    """Register ``value`` (parameter, buffer or module) under ``root``; returns its path.
+
+    ``path`` (a graph name) is used as is where every dotted part is a plain attribute
+    name; otherwise its parts are made safe (:func:`_safe_part`), and where that path is
+    taken too the leaf gets a ``_1``, ``_2``... suffix.
+    """
+    parts = [_safe_part(p) for p in path.split(".")]
+    leaf, index = parts[-1], 1
+    while not _free(root, parts):
+        parts[-1], index = f"{leaf}_{index}", index + 1
     owner = root
-    for part in scopes:
+    for part in parts[:-1]:
         child = owner._modules.get(part)
         if child is None:
-            if hasattr(owner, part):
-                raise MSCError(f"{_WHERE}: node {node.name!r}: {path!r} needs a submodule "
-                               f"{part!r} where a weight of that name already is")
             child = nn.Module()
             owner.add_module(part, child)
         owner = child
-    if hasattr(owner, leaf):
-        raise MSCError(f"{_WHERE}: node {node.name!r}: {path!r} is already taken by another "
-                       "weight or module of the graph")
     if isinstance(value, nn.Parameter):
-        owner.register_parameter(leaf, value)
+        owner.register_parameter(parts[-1], value)
     elif isinstance(value, torch.Tensor):
-        owner.register_buffer(leaf, value)
+        owner.register_buffer(parts[-1], value)
     else:
-        owner.add_module(leaf, value)
+        owner.add_module(parts[-1], value)
+    return ".".join(parts)
+
+
+def _alias_state_dict(module: nn.Module, aliases: Mapping[str, str]) -> None:
+    """State-dict hooks that show each renamed weight (module path -> graph name) under its
+    graph name, the alias, and take it back under that name: ``state_dict()`` keys stay the
+    user's names."""
+    to_graph = dict(aliases)
+    to_module = {graph: path for path, graph in to_graph.items()}
+
+    def rename_out(_module: nn.Module, state: dict[str, Any], prefix: str, _meta: Any) -> None:
+        for path, graph in to_graph.items():
+            if prefix + path in state:
+                state[prefix + graph] = state.pop(prefix + path)
+
+    def rename_in(_module: nn.Module, state: dict[str, Any], prefix: str, *_args: Any) -> None:
+        for graph, path in to_module.items():
+            if prefix + graph in state:
+                state[prefix + path] = state.pop(prefix + graph)
+
+    module.register_state_dict_post_hook(rename_out)
+    module.register_load_state_dict_pre_hook(rename_in)
 
 
 # --------------------------------------------------------------------------------------
@@ -226,12 +354,15 @@ class _Builder:
         self.symbol_dims: dict[str, tuple[str, int]] = {}
         self.symbol_nodes: dict[str, fx.Node] = {}
         self.weight_nodes: dict[str, fx.Node] = {}
+        self.outputs: dict[str, QuantParams] = {}
+        self.aliases: dict[str, str] = {}  # module path -> graph weight name, where renamed
 
     def build(self) -> fx.GraphModule:
         unknown = sorted(set(self.quant) - {n.name for n in self.graph.nodes})
         if unknown:
             raise MSCError(f"{_WHERE}: quant plan names nodes {unknown} that graph "
                            f"{self.graph.name!r} does not have")
+        self.outputs = output_points(self.graph, self.quant)
         for index, tensor in enumerate(self.graph.get_inputs()):
             self.env[tensor.name] = self.fx.placeholder(f"input_{index}")
             for axis, dim in enumerate(tensor.shape):
@@ -240,15 +371,22 @@ class _Builder:
         for node in self.graph.nodes:
             if node.optype == "input":
                 continue
-            _attr_path(node.name, node)
             if len(node.outputs) != 1:
                 raise UnsupportedOpError(f"{node.optype} with {len(node.outputs)} outputs",
                                          node.name, _WHERE)
-            self.env[node.output.name] = self._emit(node)
+            value = self._emit(node)
+            if node.output.name in self.outputs:
+                value = self._fake_quant(node, value, self.outputs[node.output.name], "output",
+                                         node.output.ndim)
+            self.env[node.output.name] = value
         results = [self.env[name] for name in self.graph.output_names]
         self.fx.output(tuple(results) if self.graph.return_tuple else results[0])
         self.fx.lint()
-        return fx.GraphModule(self.root, self.fx)
+        module = fx.GraphModule(self.root, self.fx)
+        if self.aliases:
+            _alias_state_dict(module, self.aliases)
+        module.msc_weight_paths = {graph: path for path, graph in self.aliases.items()}
+        return module
 
     # -- values ------------------------------------------------------------------------
     def _call(self, fn: Callable[..., Any], *args: Any, name: str | None = None,
@@ -262,8 +400,10 @@ class _Builder:
                              f"{role!r}; it has {sorted(node.weights)}")
         tensor = node.weights[role]
         if tensor.name not in self.weight_nodes:
-            _install(self.root, tensor.name, self._weight_value(node, role), node)
-            self.weight_nodes[tensor.name] = self.fx.get_attr(tensor.name)
+            path = _install(self.root, tensor.name, self._weight_value(node, role))
+            if path != tensor.name:
+                self.aliases[path] = tensor.name
+            self.weight_nodes[tensor.name] = self.fx.get_attr(path)
         value = self.weight_nodes[tensor.name]
         plan = self.quant.get(node.name)
         if role == "weight" and plan is not None and plan.weight is not None:
@@ -280,19 +420,21 @@ class _Builder:
 
     def _fake_quant(self, node: MSCNode, value: fx.Node, params: QuantParams, what: str,
                     ndim: int) -> fx.Node:
-        path = f"{node.name}.{what}_quant"
-        _install(self.root, path, FakeQuantize(params, ndim), node)
+        path = _install(self.root, f"{node.name}.{what}_quant", FakeQuantize(params, ndim))
         return self.fx.call_module(path, (value,))
 
     def _inputs(self, node: MSCNode) -> list[fx.Node]:
         values = [self.env[name] for name in node.inputs]
         plan = self.quant.get(node.name, LayerQuant())
-        if plan.input is not None:
-            if not values:
-                raise MSCError(f"{_WHERE}: quant plan quantizes the input of node "
-                               f"{node.name!r}, which has no inputs")
-            ndim = self.graph.find_tensor(node.inputs[0]).ndim
-            values[0] = self._fake_quant(node, values[0], plan.input, "input", ndim)
+        if len(plan.extra_inputs) + (plan.input is not None) > len(values):
+            raise MSCError(f"{_WHERE}: quant plan quantizes {len(plan.activations())} inputs "
+                           f"of node {node.name!r}, which has {len(values)}")
+        for index, name in enumerate(node.inputs):
+            params = plan.input_params(index)
+            if params is not None:
+                ndim = self.graph.find_tensor(name).ndim
+                values[index] = self._fake_quant(node, values[index], params,
+                                                 input_role(index), ndim)
         if plan.weight is not None and "weight" not in node.weights:
             raise MSCError(f"{_WHERE}: quant plan quantizes the weight of node {node.name!r} "
                            f"({node.optype}), which has no 'weight' (it has "
@@ -338,6 +480,8 @@ class _Builder:
         ins = self._inputs(node)
         if optype in ("msc.conv2d_bias", "nn.conv2d"):
             return self._conv2d(node, ins)
+        if optype in ("msc.conv2d_transpose_bias", "nn.conv2d_transpose"):
+            return self._conv2d_transpose(node, ins)
         if optype in ("msc.linear", "msc.linear_bias"):
             bias = self._weight(node, "bias") if optype == "msc.linear_bias" else None
             self._check_out_dtype(node)
@@ -352,7 +496,19 @@ class _Builder:
         return emitter(self, node, args)
 
     def _in_shape(self, node: MSCNode) -> tuple[int | str, ...]:
-        return self.graph.find_tensor(node.inputs[0]).shape
+        """Shape of the node's data operand: its first argument (an input or a constant,
+        e.g. an Unsqueeze of a constant), else its first input."""
+        arg = node.args[0] if node.args else {"kind": "input", "index": 0}
+        if arg["kind"] == "weight":
+            return node.weights[arg["role"]].shape
+        if arg["kind"] == "tuple":
+            arg = arg["items"][0]
+            if arg["kind"] == "weight":
+                return node.weights[arg["role"]].shape
+        if arg["kind"] != "input" or not node.inputs:
+            raise GraphError(f"{_WHERE}: node {node.name!r} ({node.optype}) has no tensor "
+                             "operand to take a shape from")
+        return self.graph.find_tensor(node.inputs[arg["index"]]).shape
 
     def _check_out_dtype(self, node: MSCNode) -> None:
         out_dtype = node.attrs.get("out_dtype")
@@ -383,6 +539,29 @@ class _Builder:
         attrs = node.attrs
         return self._call(F.conv2d, data, weight, bias, list(attrs["strides"]), [top, left],
                           list(attrs["dilation"]), int(attrs["groups"]), name=node.name)
+
+    def _conv2d_transpose(self, node: MSCNode, ins: list[fx.Node]) -> fx.Node:
+        """Relax conv2d_transpose (IOHW kernel); asymmetric padding crops a pad-0 result."""
+        self._check_layout(node, data_layout="NCHW", kernel_layout="IOHW", out_layout="NCHW")
+        self._check_out_dtype(node)
+        if node.args:
+            data, weight = (self._decode(node, arg, ins) for arg in node.args)
+        else:
+            data, weight = ins[0], self._weight(node, "weight")
+        bias = (self._weight(node, "bias") if node.optype == "msc.conv2d_transpose_bias"
+                else None)
+        attrs = node.attrs
+        top, left, bottom, right = _padding4(attrs["padding"])
+        strides, dilation = list(attrs["strides"]), list(attrs["dilation"])
+        extra = [int(p) for p in attrs.get("output_padding") or [0, 0]]
+        groups = int(attrs["groups"])
+        if (top, left) == (bottom, right):
+            return self._call(F.conv_transpose2d, data, weight, bias, strides, [top, left],
+                              extra, groups, dilation, name=node.name)
+        full = self._call(F.conv_transpose2d, data, weight, bias, strides, [0, 0], extra,
+                          groups, dilation)
+        height, width = (self._dim(node, d) for d in node.output.shape[2:])
+        return self._call(_crop2d, full, top, left, height, width, name=node.name)
 
     def _batch_norm(self, node: MSCNode, ins: list[fx.Node]) -> fx.Node:
         attrs = node.attrs
@@ -521,6 +700,72 @@ def _squeeze(b: _Builder, node: MSCNode, args: list[Any]) -> fx.Node:
     return b._call(torch.squeeze, args[0], tuple(int(a) for a in axis), name=node.name)
 
 
+def _resize2d_op(b: _Builder, node: MSCNode, args: list[Any]) -> fx.Node:
+    attrs = node.attrs
+    b._check_layout(node, layout="NCHW")
+    method, coordinate = str(attrs["method"]), str(attrs["coordinate_transformation_mode"])
+    rounding = str(attrs.get("rounding_method") or "")
+    if method not in ("nearest_neighbor", "linear"):
+        raise UnsupportedOpError(f"image.resize2d with method {method!r} (nearest_neighbor "
+                                 "and linear are supported)", node.name, _WHERE)
+    if coordinate not in RESIZE_COORDINATES:
+        raise UnsupportedOpError(f"image.resize2d with coordinate transformation "
+                                 f"{coordinate!r}", node.name, _WHERE)
+    if method == "nearest_neighbor":
+        rounding = rounding or ("round" if coordinate == "align_corners" else "floor")
+        if rounding not in RESIZE_ROUNDINGS:
+            raise UnsupportedOpError(f"image.resize2d with rounding {rounding!r}", node.name,
+                                     _WHERE)
+    out_dtype = attrs.get("out_dtype")
+    if out_dtype and _dtype_name(out_dtype) != node.output.dtype:
+        raise UnsupportedOpError(f"image.resize2d to {out_dtype}", node.name, _WHERE)
+    return b._call(_resize2d, args[0], args[1], method, coordinate, rounding, name=node.name)
+
+
+def _dtype_name(value: Any) -> str:
+    return str(value["dtype"]) if isinstance(value, dict) else str(value)
+
+
+def _avg_pool3d(b: _Builder, node: MSCNode, args: list[Any]) -> fx.Node:
+    """Relax avg_pool3d (NCDHW; padding front, top, left, back, bottom, right)."""
+    attrs = node.attrs
+    b._check_layout(node, layout="NCDHW", out_layout="NCDHW")
+    kernel, strides = list(attrs["pool_size"]), list(attrs["strides"])
+    pads = [int(p) for p in attrs["padding"]]
+    pads = pads * (6 // len(pads)) if len(pads) in (1, 3) else pads
+    begin, end = pads[:3], pads[3:]
+    include_pad, ceil_mode = bool(attrs["count_include_pad"]), bool(attrs["ceil_mode"])
+    if any(int(d) != 1 for d in attrs["dilation"]) or ceil_mode:
+        raise UnsupportedOpError("nn.avg_pool3d with dilation or ceil mode", node.name, _WHERE)
+    if begin == end and all(2 * p <= k for p, k in zip(begin, kernel, strict=True)):
+        return b._call(F.avg_pool3d, args[0], kernel, strides, begin, False, include_pad,
+                       name=node.name)
+    if not include_pad:
+        raise UnsupportedOpError("nn.avg_pool3d with asymmetric padding excluded from the "
+                                 "count", node.name, _WHERE)
+    padded = b._call(F.pad, args[0], [begin[2], end[2], begin[1], end[1], begin[0], end[0]])
+    return b._call(F.avg_pool3d, padded, kernel, strides, name=node.name)
+
+
+def _pad(b: _Builder, node: MSCNode, args: list[Any]) -> fx.Node:
+    """Relax nn.pad: ``pad_width`` is (before, after) per axis from the first; torch's F.pad
+    takes them from the last axis."""
+    attrs = node.attrs
+    mode = str(attrs.get("pad_mode", "constant"))
+    if mode != "constant":
+        raise UnsupportedOpError(f"nn.pad in mode {mode!r}", node.name, _WHERE)
+    widths = [int(w) for w in attrs["pad_width"]]
+    pairs = [widths[i:i + 2] for i in range(0, len(widths), 2)]
+    flat = [w for pair in reversed(pairs) for w in pair]
+    value = float(attrs.get("pad_value", 0.0))
+    return b._call(F.pad, args[0], flat, "constant", value, name=node.name)
+
+
+def _stack(b: _Builder, node: MSCNode, args: list[Any]) -> fx.Node:
+    axis = node.attrs.get("axis")
+    return b._call(torch.stack, args[0], 0 if axis is None else int(axis), name=node.name)
+
+
 def _expand_dims(b: _Builder, node: MSCNode, args: list[Any]) -> fx.Node:
     out_rank = len(b._in_shape(node)) + len(node.attrs["axis"])
     value = args[0]
@@ -606,6 +851,10 @@ _EMITTERS: dict[str, Emitter] = {
     "matmul": _matmul,
     "clip": _clip,
     "astype": _astype,
+    "image.resize2d": _resize2d_op,
+    "nn.avg_pool3d": _avg_pool3d,
+    "nn.pad": _pad,
+    "stack": _stack,
 }
 
 
