@@ -7,8 +7,13 @@ find every layer of the source model in it.
 
 Quantization follows the QDQ format that ONNX Runtime and TensorRT both consume:
 
-* the data input of a quantized layer goes through ``QuantizeLinear -> DequantizeLinear``
-  (one pair per tensor and params, shared by all consumers);
+* each planned data input of a layer (``input``, ``input1``, ...: both operands of a
+  residual add) goes through ``QuantizeLinear -> DequantizeLinear`` (one pair per tensor
+  and params, shared by all consumers);
+* a planned ``output`` gets the pair on the layer's fused output (after its relu/clip,
+  :func:`~mscgym.compiler.quant_spec.fused_output`), before any consumer's own pair, so
+  ONNX Runtime sees ``DQ -> Conv -> Relu -> Q`` and fuses it into ``QLinearConv`` (a
+  ``mean`` over H and W is written as GlobalAveragePool, which it runs int8 too);
 * its weight is stored pre-quantized as an integer initializer (``<weight>_quantized``)
   followed by ``DequantizeLinear`` (per-channel along the plan's axis);
 * the bias of an 8-bit conv / 2-D linear is stored as int32 with scale
@@ -43,7 +48,13 @@ from mscgym.compiler.dims import Dim, eval_dim
 from mscgym.compiler.errors import GraphError, MSCError, UnsupportedOpError
 from mscgym.compiler.graph import MSCGraph, MSCNode, MSCTensor
 from mscgym.compiler.ops import SUPPORTED_OPS
-from mscgym.compiler.quant_spec import LayerQuant, QuantParams, QuantPlan
+from mscgym.compiler.quant_spec import (
+    LayerQuant,
+    QuantParams,
+    QuantPlan,
+    is_global_average_pool,
+    output_points,
+)
 from mscgym.utils.files import atomic_write_bytes
 from mscgym.utils.naming import NameSet
 
@@ -103,6 +114,7 @@ class _Builder:
         self.value: dict[str, str] = {}  # MSC tensor -> ONNX value its float consumers read
         self.qdq: dict[tuple[str, QuantParams], str] = {}
         self.weight_inputs: dict[str, str] = {}
+        self.outputs = output_points(graph, quant)  # fused output tensor -> params
 
     # -- names, constants, nodes ---------------------------------------------------------
     def const(self, base: str, data: np.ndarray) -> str:
@@ -197,7 +209,9 @@ class _Builder:
         if key in self.qdq:
             return self.qdq[key]
         float_dtype = np.dtype(self.graph.find_tensor(tensor).dtype)
-        source = self.raw[tensor]
+        # What the tensor's float consumers read: its own output requantization, if planned,
+        # comes first on every runner.
+        source = self.value[tensor]
         container = qp
         if qp.bits == 4:
             source = self._clip_to_range(tensor, source, qp, float_dtype)
@@ -229,11 +243,12 @@ class _Builder:
         return self.quant.get(node.name)
 
     def data(self, node: MSCNode, index: int) -> str:
-        """The ONNX value node input ``index`` reads (fake-quantized for input 0 if planned)."""
+        """The ONNX value node input ``index`` reads (fake-quantized if the plan says so)."""
         tensor = node.inputs[index]
         layer = self.layer(node)
-        if index == 0 and layer is not None and layer.input is not None:
-            return self.quantize_tensor(tensor, layer.input)
+        params = None if layer is None else layer.input_params(index)
+        if params is not None:
+            return self.quantize_tensor(tensor, params)
         return self.value[tensor]
 
     def operand(self, node: MSCNode, arg: dict[str, Any], dtype: str | None = None) -> str:
@@ -328,10 +343,12 @@ class _Builder:
             return None
         for consumer in consumers:
             layer = self.layer(consumer)
-            if layer is not None and layer.input is not None and consumer.inputs[0] == tensor:
-                if tensor in consumer.inputs[1:] or layer.input.axis is not None:
+            uses = [i for i, name in enumerate(consumer.inputs) if name == tensor]
+            planned = [None if layer is None else layer.input_params(i) for i in uses]
+            if all(p is not None for p in planned):
+                if any(p.axis is not None for p in planned):
                     return None
-                found.add(layer.input)
+                found.update(planned)
             elif (consumer.optype in _QUANT_TRANSPARENT and consumer.inputs == [tensor]
                   and len(consumer.outputs) == 1):
                 params = self.downstream_params(consumer.output.name)
@@ -343,9 +360,14 @@ class _Builder:
         return found.pop() if len(found) == 1 else None
 
     def finish_node(self, node: MSCNode) -> None:
-        """Publish the node's outputs, requantizing a quantized kernel's output if exact."""
+        """Publish the node's outputs: ``Q -> DQ`` on a planned (fused) output, else on a
+        quantized kernel's output where requantizing it is exact."""
         for tensor in node.outputs:
             self.value[tensor.name] = self.raw[tensor.name] = tensor.name
+        if node.output.name in self.outputs:
+            params = self.outputs[node.output.name]
+            self.value[node.output.name] = self.quantize_tensor(node.output.name, params)
+            return
         layer = self.layer(node)
         if (node.optype in _KERNELS and layer is not None and layer.input is not None
                 and layer.weight is not None and layer.input.bits == layer.weight.bits == 8):
@@ -739,6 +761,9 @@ def _take(b: _Builder, node: MSCNode) -> None:
 
 def _reduce(op_type: str) -> Emitter:
     def emit(b: _Builder, node: MSCNode) -> None:
+        if op_type == "ReduceMean" and is_global_average_pool(b.graph, node):
+            b.emit("GlobalAveragePool", [b.x(node)], node.name, _out(node))
+            return
         inputs = [b.x(node)]
         axes = node.attrs.get("axis")
         keepdims = int(bool(node.attrs.get("keepdims", False)))
@@ -859,6 +884,9 @@ def _check_plan(graph: MSCGraph, quant: QuantPlan) -> None:
         node = graph.find_node(name)
         if layer.input is not None and not node.inputs:
             raise MSCError(f"quant plan quantizes the input of node {name!r}, which has none")
+        if len(layer.extra_inputs) >= max(len(node.inputs), 1):
+            raise MSCError(f"quant plan quantizes input {len(layer.extra_inputs)} of node "
+                           f"{name!r}, which has {len(node.inputs)} inputs")
         if layer.weight is not None and node.optype not in _KERNELS:
             raise MSCError(f"quant plan quantizes the weight of node {name!r} ({node.optype}); "
                            f"only {', '.join(_KERNELS)} have a quantizable weight")
