@@ -136,6 +136,53 @@ def _infer_shapes(model: onnx.ModelProto, where: str) -> onnx.ModelProto:
         raise ONNXImportError(f"{where}: ONNX shape inference failed: {err}") from None
 
 
+def _gather_to_slice(model: onnx.ModelProto) -> None:
+    """Gather of one constant scalar index -> Slice + Squeeze (same values).
+
+    TVM's Gather converter guards every index against negatives at run time
+    (shape_of/less/where), which no MSC op expresses; a Slice with constant bounds
+    imports as one strided_slice. Gathers from Shape stay: TVM folds those itself.
+    """
+    graph = model.graph
+    consts = {i.name: numpy_helper.to_array(i) for i in graph.initializer}
+    producers = {}
+    for node in graph.node:
+        for out in node.output:
+            producers[out] = node
+        if node.op_type == "Constant" and node.attribute and node.attribute[0].name == "value":
+            consts[node.output[0]] = numpy_helper.to_array(node.attribute[0].t)
+    opset = _opset(model)
+    new_nodes = []
+    added: list[onnx.TensorProto] = []
+    for node in graph.node:
+        index = consts.get(node.input[1]) if node.op_type == "Gather" else None
+        source = producers.get(node.input[0]) if index is not None else None
+        if (index is None or index.ndim != 0 or node.input[0] in consts
+                or (source is not None and source.op_type == "Shape")):
+            new_nodes.append(node)
+            continue
+        k = int(index)
+        axis = next((int(a.i) for a in node.attribute if a.name == "axis"), 0)
+        base = f"{node.output[0]}/slice"
+        bounds = {"starts": k, "ends": k + 1 if k != -1 else np.iinfo(np.int64).max,
+                  "axes": axis}
+        names = []
+        for key, value in bounds.items():
+            added.append(numpy_helper.from_array(np.array([value], np.int64), f"{base}_{key}"))
+            names.append(f"{base}_{key}")
+        new_nodes.append(onnx.helper.make_node("Slice", [node.input[0], *names], [base],
+                                               name=f"{node.name}/Slice" if node.name else ""))
+        squeeze = (onnx.helper.make_node("Squeeze", [base, names[2]], [node.output[0]],
+                                         name=node.name) if opset >= 13 else
+                   onnx.helper.make_node("Squeeze", [base], [node.output[0]], name=node.name,
+                                         axes=[axis]))
+        new_nodes.append(squeeze)
+    if added:
+        graph.initializer.extend(added)
+        del graph.node[:]
+        graph.node.extend(new_nodes)
+
+
 def normalize_onnx(model: onnx.ModelProto, input_shapes: InputShapes | None = None,
                    where: str = "ONNX model") -> onnx.ModelProto:
     """The model in the form TVM's importer takes (see the module docstring)."""
@@ -153,6 +200,7 @@ def normalize_onnx(model: onnx.ModelProto, input_shapes: InputShapes | None = No
     except Exception as err:
         raise ONNXImportError(f"{where}: onnxscript's optimizer failed: "
                               f"{type(err).__name__}: {err}") from None
+    _gather_to_slice(model)
     model = _infer_shapes(model, where)
     try:
         onnx.checker.check_model(model)

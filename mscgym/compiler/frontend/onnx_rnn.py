@@ -51,7 +51,7 @@ class _Emitter:
 
     def const(self, hint: str, value: np.ndarray) -> str:
         name = self.fresh(hint)
-        self.initializers.append(numpy_helper.from_array(np.ascontiguousarray(value), name))
+        self.initializers.append(numpy_helper.from_array(np.require(value, requirements="C"), name))
         self.constants[name] = value
         return name
 
