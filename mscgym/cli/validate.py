@@ -1,9 +1,11 @@
 """``mscgym validate``: re-measure a record's plan and say which metrics still hold.
 
-Rebuilds the task, evaluates the plan again without the cache and compares each
-metric with the record's tolerance (deterministic metrics exactly or to float
-rounding, latency within the recorded spread). Exit code 0 when every metric holds,
-1 when one does not, 2 when the record itself is refused.
+Rebuilds the task, replays the plan (the tool strategies must be rebuilt exactly),
+evaluates it again without the cache and compares each metric with the tolerance of
+the policy in code, which the record may only tighten (deterministic metrics exactly
+or to float rounding, latency within the recorded spread); the baseline is measured
+again and the score recomputed. Exit code 0 when every metric and the score hold, 1
+when one does not, 2 when the record itself is refused.
 """
 
 from __future__ import annotations
@@ -65,6 +67,8 @@ def format_report(report: ValidationReport) -> str:
     else:
         lines.append(f"{len(report.failed)} of {len(rows)} metrics do not hold: "
                      + ", ".join(report.failed))
+    if report.score is not None:
+        lines.append(report.score.describe())
     return "\n".join(lines)
 
 

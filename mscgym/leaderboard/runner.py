@@ -122,6 +122,8 @@ def run_one(board_task: LeaderboardTask, agent_name: str, budget: int, out: str,
     try:
         report = validate(record_path)
         problems += [f"{metric} does not hold when re-measured" for metric in report.failed]
+        if report.score is not None and not report.score.holds:
+            problems.append(report.score.describe())
     except MSCError as err:
         problems.append(f"the record does not validate: {err}")
     baseline, best = task.baseline, result.best_metrics

@@ -17,23 +17,13 @@ from importlib import metadata
 from typing import Any
 
 from mscgym.compiler.errors import MSCError
+from mscgym.records.policy import DEFAULT_TOLERANCES
 from mscgym.tasks.metrics import Metrics
 from mscgym.tasks.task import Task
 from mscgym.utils.files import atomic_write_text, read_json
 
 SCHEMA = "mscgym.record"
 SCHEMA_VERSION = 1
-DEFAULT_TOLERANCES = {
-    "accuracy": {"abs": 0.0},
-    "distill_loss": {"abs": 1e-6, "rel": 1e-3},
-    "size_bytes": {"abs": 0},
-    "params": {"abs": 0},
-    "flops": {"abs": 0},
-    "latency_ms": {"rel": 1.0, "iqr": 5.0},
-}
-"""Deterministic metrics must agree (to float rounding for the loss); latency must lie
-within 100% of the recorded median or 5 recorded inter-quartile spreads of it,
-whichever is wider, since CPU timings drift between runs and machines."""
 
 _PACKAGES = ("mscgym", "apache-tvm", "torch", "onnxruntime", "onnx", "numpy", "gymnasium",
              "optuna")

@@ -4,13 +4,16 @@ A record is only worth keeping if someone else can get the same model back from 
 ``task_from_record`` rebuilds the task from the record's description and refuses a
 record whose model weights, data or search space are not the ones it was made with;
 ``replay`` rebuilds the compressed model and checks its tool strategies against the
-recorded ones; ``validate`` re-measures the plan and compares every metric with the
-record's tolerances.
+recorded ones; ``validate`` replays too, re-measures the plan and compares every metric
+with the tolerances of the policy in :mod:`mscgym.records.policy` (which the record may
+only tighten), re-measures the baseline and recomputes the score from the recorded
+metrics, so a record cannot vouch for itself.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
@@ -20,6 +23,7 @@ import numpy as np
 
 from mscgym import zoo
 from mscgym.compiler.errors import MSCError
+from mscgym.records.policy import SCORE_REL_TOL, effective_tolerances, latency_repeat
 from mscgym.records.record import Record, RecordError, load_record
 from mscgym.runtime.runner import RunnerUnavailableError
 from mscgym.tasks.measure import run_outputs
@@ -106,7 +110,8 @@ def task_from_record(record: RecordLike, data: TaskData | None = None) -> Task:
     return _rebuild_task(*_resolve(record), data)
 
 
-def _rebuild_task(record: Record, where: str, data: TaskData | None) -> Task:
+def _rebuild_task(record: Record, where: str, data: TaskData | None,
+                  validating: bool = False) -> Task:
     desc = record.task
     model = _model_arg(record, where)
     space = desc["space"]
@@ -127,6 +132,10 @@ def _rebuild_task(record: Record, where: str, data: TaskData | None) -> Task:
                           "'warmup'")
     if "repeat" in profile:
         kwargs["profile_repeat"] = profile["repeat"]
+    if validating:  # never re-measure latency with fewer runs than the policy's floor
+        repeat = kwargs.get("profile_repeat", 30)
+        if isinstance(repeat, int) and not isinstance(repeat, bool):
+            kwargs["profile_repeat"] = latency_repeat(repeat)
     if "warmup" in profile:
         kwargs["profile_warmup"] = profile["warmup"]
     try:
@@ -256,12 +265,53 @@ class ValidationRow:
 
 
 @dataclass
+class ScoreCheck:
+    """The recorded score against the task's score of the recorded metrics (with the
+    recorded baseline), and the recorded baseline against a re-measured one."""
+
+    recorded: float
+    recomputed: float | None
+    baseline_failed: list[str]
+    problem: str | None = None
+
+    @property
+    def holds(self) -> bool:
+        return (self.problem is None and self.recomputed is not None
+                and _same_score(self.recorded, self.recomputed) and not self.baseline_failed)
+
+    def describe(self) -> str:
+        if self.problem is not None:
+            return f"score {self.recorded:.6g} cannot be checked: {self.problem}"
+        verdict = []
+        if self.recomputed is not None and not _same_score(self.recorded, self.recomputed):
+            verdict.append(f"recorded {self.recorded:.6g}, but the recorded metrics score "
+                           f"{self.recomputed:.6g}")
+        if self.baseline_failed:
+            verdict.append("the recorded baseline does not hold when re-measured ("
+                           + ", ".join(self.baseline_failed) + ")")
+        return "score " + ("; ".join(verdict) if verdict else
+                           f"{self.recorded:.6g} holds (recomputed from the recorded metrics, "
+                           "baseline re-measured)")
+
+    def to_json(self) -> dict[str, Any]:
+        return {"recorded": self.recorded, "recomputed": self.recomputed,
+                "baseline_failed": list(self.baseline_failed), "problem": self.problem,
+                "holds": self.holds}
+
+
+def _same_score(a: float, b: float) -> bool:
+    return math.isclose(a, b, rel_tol=SCORE_REL_TOL, abs_tol=1e-12) or (
+        math.isinf(a) and a == b)
+
+
+@dataclass
 class ValidationReport:
-    """Per-metric verdicts of re-measuring a record's plan."""
+    """Per-metric verdicts of re-measuring a record's plan, and the score's verdict."""
 
     where: str
     rows: list[ValidationRow]
     measured: Metrics
+    score: ScoreCheck | None = None
     failed: list[str] = field(init=False)
 
     def __post_init__(self) -> None:
@@ -269,11 +319,12 @@ class ValidationReport:
 
     @property
     def all_hold(self) -> bool:
-        return not self.failed
+        return not self.failed and (self.score is None or self.score.holds)
 
     def to_json(self) -> dict[str, Any]:
         return {"where": self.where, "all_hold": self.all_hold,
-                "rows": [row.to_json() for row in self.rows]}
+                "rows": [row.to_json() for row in self.rows],
+                "score": None if self.score is None else self.score.to_json()}
 
 
 _NUMERIC_METRICS = tuple(f.name for f in fields(Metrics)
@@ -300,11 +351,24 @@ def _tolerance(metric: str, tolerance: Any, where: str) -> dict[str, float]:
     return {key: float(value) for key, value in tolerance.items()}
 
 
+def _metric_order(metrics: Any) -> list[str]:
+    return sorted(metrics, key=lambda m: (
+        _NUMERIC_METRICS.index(m) if m in _NUMERIC_METRICS else len(_NUMERIC_METRICS), m))
+
+
 def record_tolerances(record: Record, where: str = "record") -> dict[str, dict[str, float]]:
     """The record's tolerances, checked, in metric order."""
-    metrics = sorted(record.tolerances, key=lambda m: (
-        _NUMERIC_METRICS.index(m) if m in _NUMERIC_METRICS else len(_NUMERIC_METRICS), m))
-    return {m: _tolerance(m, record.tolerances[m], where) for m in metrics}
+    return {m: _tolerance(m, record.tolerances[m], where)
+            for m in _metric_order(record.tolerances)}
+
+
+def validation_tolerances(record: Record, where: str = "record"
+                          ) -> dict[str, dict[str, float]]:
+    """What validation checks, in metric order: the policy for the record's runner,
+    tightened (never widened) by the record's own tolerances."""
+    tolerances = effective_tolerances(str(record.task.get("runner")),
+                                      record_tolerances(record, where))
+    return {m: tolerances[m] for m in _metric_order(tolerances)}
 
 
 def check_metric(metric: str, recorded: Metrics, measured: Metrics,
@@ -321,12 +385,40 @@ def check_metric(metric: str, recorded: Metrics, measured: Metrics,
     return ValidationRow(metric, old, new, tol, allowed, abs(float(new) - float(old)) <= allowed)
 
 
+def _check_score(record: Record, task: Task, tolerances: Mapping[str, Mapping[str, float]],
+                 where: str) -> ScoreCheck:
+    """Recompute the recorded score from the recorded metrics and baseline, and check
+    the recorded baseline against one measured now (the score's speed-up rests on it)."""
+    baseline_json = record.extra.get("baseline")
+    if not isinstance(baseline_json, dict):
+        return ScoreCheck(record.score, None, [], "the record stores no baseline "
+                          "(key 'extra.baseline')")
+    try:
+        baseline = Metrics.from_json(baseline_json)
+    except (TypeError, ValueError) as err:
+        raise RecordError(f"{where}: key 'extra.baseline' is malformed ({err})") from None
+    try:
+        recomputed = task.scorer.score(record.metrics, baseline)
+    except MSCError as err:
+        return ScoreCheck(record.score, None, [], f"the scorer refuses the recorded "
+                          f"metrics ({err})")
+    except (TypeError, ValueError, ZeroDivisionError) as err:
+        raise RecordError(f"{where}: the recorded metrics cannot be scored ({err})") from None
+    measured = task.baseline
+    failed = [m for m, tol in tolerances.items()
+              if not check_metric(m, baseline, measured, tol).holds]
+    return ScoreCheck(record.score, recomputed, failed)
+
+
 def validate(record: RecordLike, data: TaskData | None = None) -> ValidationReport:
-    """Re-measure the record's plan (no cache) and check every metric it has a tolerance
-    for; deterministic metrics must agree, latency within the recorded spread."""
+    """Replay the record (its strategies must be rebuilt exactly), re-measure its plan
+    (no cache) and check every metric with the policy's tolerances (the record may only
+    tighten them), re-measure the baseline and recompute the score; see the module doc."""
     record, where = _resolve(record)
-    tolerances = record_tolerances(record, where)
-    task = _rebuild_task(record, where, data)
-    measured = task.evaluate(record.plan, use_cache=False)
+    tolerances = validation_tolerances(record, where)
+    task = _rebuild_task(record, where, data, validating=True)
+    score = _check_score(record, task, tolerances, where)
+    measured, strategies = task.evaluate_full(record.plan, use_cache=False)
+    check_strategies(record.strategies, strategies, where)
     rows = [check_metric(m, record.metrics, measured, tol) for m, tol in tolerances.items()]
-    return ValidationReport(where, rows, measured)
+    return ValidationReport(where, rows, measured, score)
