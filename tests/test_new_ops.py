@@ -291,3 +291,81 @@ def test_torch_codegen_accepts_names_from_files() -> None:
     module.load_state_dict({k: torch.from_numpy(v) for k, v in state.items()})
     assert np.array_equal(module.state_dict()[key].numpy(), state[key])
     assert "import os" not in module.code
+
+
+# --------------------------------------------------------------------------------------
+# A segmentation-style net: float, int8 and pruned
+# --------------------------------------------------------------------------------------
+class _SegNet(nn.Module):
+    """Encoder (strided convs), decoder (transposed conv, bilinear resize), per-pixel head."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.enc1 = nn.Conv2d(3, 8, 3, stride=2, padding=1)
+        self.enc2 = nn.Conv2d(8, 16, 3, stride=2, padding=1)
+        self.up = nn.ConvTranspose2d(16, 8, 2, stride=2)
+        self.fuse = nn.Conv2d(8, 8, 3, padding=1)
+        self.head = nn.Conv2d(8, 4, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        skip = F.relu(self.enc1(x))
+        y = F.relu(self.up(F.relu(self.enc2(skip))))
+        y = F.relu(self.fuse(y + skip))
+        y = F.interpolate(y, scale_factor=2.0, mode="bilinear", align_corners=False)
+        return self.head(y)
+
+
+@pytest.fixture(scope="module")
+def segnet() -> tuple[onnx.ModelProto, np.ndarray]:
+    torch.manual_seed(0)
+    module = _SegNet().eval()
+    x = torch.randn(2, 3, 16, 16)
+    path_bytes = __import__("io").BytesIO()
+    torch.onnx.export(module, (x,), path_bytes, input_names=["image"], output_names=["mask"],
+                      opset_version=13, dynamo=False)
+    return onnx.load_from_string(path_bytes.getvalue()), x.numpy()
+
+
+def test_segmentation_net_matches_ort_in_every_codegen(segnet: Any) -> None:
+    model, x = segnet
+    graph = _check_onnx(model, {"image": x})
+    assert {"image.resize2d", "msc.conv2d_transpose_bias"} <= _optypes(graph)
+
+
+def test_segmentation_net_quantizes_and_prunes_to_graphs_that_run(segnet: Any) -> None:
+    from mscgym.runtime.manager import RuntimeManager
+    from mscgym.tools import MSC_TOOL, create_tool
+
+    model, x = segnet
+    want = _ort(model, {"image": x})[0]
+    graph, params = from_onnx(model)
+
+    rt = RuntimeManager(graph, params, {"runner": "onnxruntime"})
+    quantizer = rt.create_tool(MSC_TOOL.QUANTIZE, {
+        "weight": {"dtype": "int8", "per_channel": True, "symmetric": True},
+        "activation": {"dtype": "uint8", "symmetric": False}})
+    rt.load_model()
+    while not quantizer.calibrated:
+        for batch in (x, x[::-1].copy()):
+            rt.run(batch)
+        quantizer.calibrate()
+    rt.load_model(reuse_weights=True)
+    assert quantizer.quant_plan()
+    quantized = rt.run(x)[0]
+    err = np.abs(quantized - want).max() / np.abs(want).max()
+    assert 0 < err < 0.1, f"int8 error {err:.3f} relative to the output's range"
+
+    pruner = create_tool(MSC_TOOL.PRUNE, graph, params, {"density": 0.5})
+    pruned, pruned_params = pruner.transform(graph, params)
+    # enc2 feeds only the transposed conv, which loses the same input channels; fuse feeds
+    # the head through the resize; enc1 and the transposed conv's output meet in a
+    # residual add, which the transposed conv keeps whole.
+    by_alias = {n.weight_alias.get("weight"): n.name for n in graph.nodes}
+    enc2, up, fuse, head = (pruned.find_node(by_alias[f"{m}.weight"])
+                            for m in ("enc2", "up", "fuse", "head"))
+    assert sorted(pruner.prunable_layers()) == sorted([enc2.name, fuse.name])
+    assert enc2.weights["weight"].shape[0] == up.weights["weight"].shape[0] == 8
+    assert fuse.weights["weight"].shape[0] == head.weights["weight"].shape[1] == 4
+    outs = _run_everywhere(pruned, pruned_params, [x])
+    for runner in ("torch", "onnx"):
+        _close(outs[runner], outs["tvm"], f"pruned on {runner}")
