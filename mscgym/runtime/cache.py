@@ -10,8 +10,13 @@ artifacts a hash of the codegen's source.
 TVM libraries go to disk (``<cache dir>/runtime/tvm/<fingerprint>.so``) so that other
 processes (parallel trials, a later replay) reuse them; ONNX bytes and torch modules
 live in a small in-process LRU. The cache directory is ``$MSCGYM_CACHE_DIR/runtime``
-(the zoo keeps its weights beside it), else ``~/.cache/mscgym/runtime``. Like the zoo
-cache it is trusted: a library found there is loaded as native code.
+(the zoo keeps its weights beside it), else ``~/.cache/mscgym/runtime``. A library
+found there is loaded as native code, so it must not be trusted blindly: beside each
+artifact a ``.sha256`` file holds its fingerprint and content hash
+(:func:`store_artifact`), and :func:`verified_artifact` checks both before anything
+is loaded. A truncated, swapped (another entry's library) or garbage file is deleted
+with a warning and rebuilt, never mapped (a truncated library would kill the process
+with SIGBUS inside the loader).
 """
 
 from __future__ import annotations
@@ -20,10 +25,11 @@ import functools
 import hashlib
 import importlib.util
 import json
+import logging
 import os
 import threading
 from collections import OrderedDict
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
@@ -32,7 +38,10 @@ from typing import Any
 from mscgym.compiler.errors import MSCError
 from mscgym.compiler.graph import MSCGraph
 from mscgym.compiler.quant_spec import QuantPlan
+from mscgym.utils.files import atomic_write, atomic_write_text
 from mscgym.utils.hashing import arrays_hash
+
+logger = logging.getLogger(__name__)
 
 CACHE_ENV_VAR = "MSCGYM_CACHE_DIR"
 DEFAULT_CACHE_ROOT = Path("~/.cache/mscgym")
@@ -153,3 +162,55 @@ class MemoryCache:
 def artifact_path(store: str, key: str, suffix: str) -> Path:
     """Where the on-disk artifact of ``key`` lives, e.g. ``<cache dir>/tvm/<key>.so``."""
     return runtime_cache_dir() / store / f"{key}{suffix}"
+
+
+def _digest_path(path: Path) -> Path:
+    return path.with_name(path.name + ".sha256")
+
+
+def file_sha256(path: str | os.PathLike[str]) -> str:
+    """sha256 of a file's bytes, read in chunks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def store_artifact(path: str | os.PathLike[str], key: str,
+                   write: Callable[[str], None]) -> None:
+    """Write an artifact atomically with ``write(tmp_path)``, then its ``.sha256`` file
+    (fingerprint and content hash) beside it."""
+    target = Path(path)
+    atomic_write(target, write)
+    atomic_write_text(_digest_path(target), json.dumps(
+        {"key": key, "sha256": file_sha256(target)}, sort_keys=True))
+
+
+def verified_artifact(path: str | os.PathLike[str], key: str) -> bool:
+    """Whether the artifact at ``path`` exists and is the one stored for ``key``: its
+    ``.sha256`` file names ``key`` and the file's content hash. A file that fails is
+    deleted (with its hash file) and a warning says why, so the caller rebuilds it."""
+    target = Path(path)
+    if not target.exists():
+        return False
+    digest_file = _digest_path(target)
+    problem = None
+    try:
+        stored = json.loads(digest_file.read_text(encoding="utf-8"))
+        if not isinstance(stored, dict):
+            problem = f"hash file {digest_file} is malformed"
+        elif stored.get("key") != key:
+            problem = f"it was stored for another entry ({str(stored.get('key'))[:16]}...)"
+        elif stored.get("sha256") != file_sha256(target):
+            problem = "its content does not match its stored hash (truncated or replaced)"
+    except FileNotFoundError:
+        problem = f"it has no hash file {digest_file.name}"
+    except (OSError, ValueError) as err:
+        problem = f"hash file {digest_file} cannot be read ({err})"
+    if problem is None:
+        return True
+    logger.warning("artifact cache: %s is not used, %s; rebuilding it", target, problem)
+    for stale in (target, digest_file):
+        stale.unlink(missing_ok=True)
+    return False

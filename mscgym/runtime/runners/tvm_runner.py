@@ -22,7 +22,13 @@ from mscgym.compiler.codegen.relax_codegen import to_relax
 from mscgym.compiler.errors import MSCError
 from mscgym.compiler.graph import MSCGraph
 from mscgym.compiler.quant_spec import QuantPlan
-from mscgym.runtime.cache import artifact_path, fingerprint, record
+from mscgym.runtime.cache import (
+    artifact_path,
+    fingerprint,
+    record,
+    store_artifact,
+    verified_artifact,
+)
 from mscgym.runtime.runner import BaseRunner, RunnerUnavailableError
 from mscgym.utils.files import atomic_write
 
@@ -73,11 +79,11 @@ class TVMRunner(BaseRunner):
             key = fingerprint(graph, params, quant, self.name, self.target, tvm.__version__,
                               CODEGEN_MODULES)
             path = str(artifact_path("tvm", key, ".so"))
-            module = _load_library(path)
+            module = _load_library(path, key)
             record("tvm", module is not None)
             if module is None:
                 executable = self._compile(graph, params, quant)
-                atomic_write(path, executable.export_library)
+                store_artifact(path, key, executable.export_library)
                 module = executable
             self._library_path = path
         self._main = relax.VirtualMachine(module, self._dev)[ENTRY]
@@ -115,9 +121,10 @@ class TVMRunner(BaseRunner):
         return os.path.abspath(path)
 
 
-def _load_library(path: str) -> Any | None:
-    """The cached library at ``path``, or None when absent or unloadable (rebuilt then)."""
-    if not os.path.exists(path):
+def _load_library(path: str, key: str) -> Any | None:
+    """The cached library at ``path``, or None when absent, not the verified artifact of
+    ``key`` (checked before it is mapped) or unloadable (rebuilt then)."""
+    if not verified_artifact(path, key):
         return None
     try:
         return tvm.runtime.load_module(path)
