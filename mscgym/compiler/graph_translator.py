@@ -38,6 +38,9 @@ __all__ = ["Params", "from_relax", "to_relax"]
 
 _PARAM_SUFFIXES = ("weight", "bias", "running_mean", "running_var", "gamma", "beta")
 _UNSUPPORTED = "unsupported:"
+# A conv with a constant kernel, and the composite it forms with a following bias add.
+_CONV_BIAS = {"relax.nn.conv2d": "msc.conv2d_bias",
+              "relax.nn.conv2d_transpose": "msc.conv2d_transpose_bias"}
 
 
 # --------------------------------------------------------------------------------------
@@ -198,23 +201,26 @@ class _GraphBuilder:
         """Add the node for ``call``; True when it also consumed the next binding."""
         op_name = call.op.name
         optype = op_name.removeprefix("relax.")
-        if op_name == "relax.nn.conv2d" and self._is_const(call.args[1]):
+        if op_name in _CONV_BIAS and self._is_const(call.args[1]):
             weight = call.args[1]
             add = self._bias_add(var, nxt, uses)
-            channels = const_value(weight).shape[0]
-            bias_ok = add is not None and tuple(add.args[1].ty.shape) == (1, channels, 1, 1)
             attrs = encode_attrs(call.attrs)
+            out_shape = var.ty.shape
+            channels = (out_shape[1] if attrs[0].get("out_layout", "NCHW") == "NCHW"
+                        and out_shape is not None and len(out_shape) == 4 else None)
+            bias_ok = (add is not None and isinstance(channels, tvm.tirx.IntImm)
+                       and tuple(add.args[1].ty.shape) == (1, int(channels), 1, 1))
             weights = [("weight", const_value(weight), const_name(weight),
                         attrs[0]["kernel_layout"])]
             inputs = [self._input_ref(call.args[0], var.name)]
             if bias_ok:
                 bias = add.args[1]
-                weights.append(("bias", const_value(bias).reshape(channels), const_name(bias),
-                                "O"))
-                self._add_node("msc.conv2d_bias", nxt.var, inputs, [], attrs, weights,
+                weights.append(("bias", const_value(bias).reshape(int(channels)),
+                                const_name(bias), "O"))
+                self._add_node(_CONV_BIAS[op_name], nxt.var, inputs, [], attrs, weights,
                                const_name(weight))
                 return True
-            self._add_node("nn.conv2d", var, inputs, [], attrs, weights, const_name(weight))
+            self._add_node(optype, var, inputs, [], attrs, weights, const_name(weight))
             return False
         if (op_name == "relax.matmul" and self._is_const(call.args[1])
                 and len(call.args[1].ty.shape) == 2):

@@ -3,9 +3,11 @@
 Normalization binds the weights as constants whose span carries the framework's name
 for the weight, folds eval-mode batch norm into the preceding convolution, folds
 layout ops applied to weights (the bias reshape and the dense-weight transpose that
-the torch frontend emits), and puts the constant operand of commutative ops on the
-right. The result is still plain Relax: building it gives the same numbers as the
-input, and ``to_relax(from_relax(mod))`` is structurally equal to it.
+the torch frontend emits), removes eval-mode dropout (an identity), turns a
+``minimum(maximum(x, lo), hi)`` pair over scalar constants (TVM's lowering of ONNX Clip)
+back into one ``clip``, and puts the constant operand of commutative ops on the right.
+The result is still plain Relax: building it gives the same numbers as the input, and
+``to_relax(from_relax(mod))`` is structurally equal to it.
 """
 
 from __future__ import annotations
@@ -134,6 +136,44 @@ def _te_clip_to_relax(func: relax.Function) -> relax.Function:
     return rewrite_call(pattern, rewriter, func)
 
 
+def _remove_dropout(func: relax.Function) -> relax.Function:
+    """dropout(x)[0] -> x: inference never drops, so the op is an identity.
+
+    The rewrite leaves ``y = x`` bindings; :func:`normalize` canonicalizes them away.
+    """
+    data = wildcard()
+    pattern = TupleGetItemPattern(is_op("relax.nn.dropout")(data), 0)
+    return rewrite_call(pattern, lambda _expr, matches: matches[data], func)
+
+
+def _scalar_bound(expr: relax.Expr) -> float | None:
+    if not isinstance(expr, tvm.ir.expr.GenericConst):
+        return None
+    value = const_value(expr)
+    return float(value) if value.ndim == 0 and value.dtype.kind == "f" else None
+
+
+def _fuse_clip(func: relax.Function) -> relax.Function:
+    """minimum(maximum(x, lo), hi) with scalar float constants lo <= hi -> clip(x, lo, hi).
+
+    This is how TVM's ONNX importer lowers Clip (and ReLU6); as one ``clip`` the codegens
+    emit the op runtimes fuse into the preceding conv (ONNX Clip, ``torch.clamp``) and
+    quantization treats it as the monotone op it is.
+    """
+    data, low, high = wildcard(), is_const(), is_const()
+    pattern = is_op("relax.minimum")(is_op("relax.maximum")(data, low), high)
+
+    def rewriter(expr: relax.Expr, matches: dict) -> relax.Expr:
+        lo, hi = _scalar_bound(matches[low]), _scalar_bound(matches[high])
+        if lo is None or hi is None or lo > hi or isinstance(matches[data],
+                                                             tvm.ir.expr.GenericConst):
+            return expr
+        return relax.op.clip(matches[data], tvm.tirx.FloatImm("float64", lo),
+                             tvm.tirx.FloatImm("float64", hi))
+
+    return rewrite_call(pattern, rewriter, func)
+
+
 def _const_to_rhs(func: relax.Function) -> relax.Function:
     """add/multiply(const, x) -> add/multiply(x, const)."""
     const, other = is_const(), wildcard()
@@ -177,7 +217,9 @@ def normalize(
             gv: mod[gv] for gv in mod.get_global_vars() if gv.name_hint != entry_name},
             entry_name: func}))
         func = _te_clip_to_relax(folded[entry_name])
+    func = _remove_dropout(func)
+    func = _fuse_clip(func)
     func = _const_to_rhs(func)
     func = relax.analysis.remove_all_unused(func)
-    out = tvm.IRModule({entry_name: func})
+    out = relax.transform.CanonicalizeBindings()(tvm.IRModule({entry_name: func}))
     return relax.transform.Normalize()(out)

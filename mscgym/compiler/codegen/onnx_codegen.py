@@ -47,7 +47,7 @@ from mscgym.compiler.codegen.common import weight_value
 from mscgym.compiler.dims import Dim, eval_dim
 from mscgym.compiler.errors import GraphError, MSCError, UnsupportedOpError
 from mscgym.compiler.graph import MSCGraph, MSCNode, MSCTensor
-from mscgym.compiler.ops import SUPPORTED_OPS
+from mscgym.compiler.ops import COMPOSITE, RESIZE_COORDINATES, SUPPORTED_OPS
 from mscgym.compiler.quant_spec import (
     LayerQuant,
     QuantParams,
@@ -441,6 +441,26 @@ def _conv(b: _Builder, node: MSCNode) -> None:
     _finish_kernel(b, node, value)
 
 
+def _conv_transpose(b: _Builder, node: MSCNode) -> None:
+    """Relax conv2d_transpose as ONNX ConvTranspose: both take an IOHW kernel, the same
+    pads order and output_padding, so the output sizes agree."""
+    _check_layout(node, data_layout="NCHW", kernel_layout="IOHW", out_layout="NCHW")
+    attrs = node.attrs
+    if node.args:  # kernel computed by the graph
+        inputs = [b.data(node, 0), b.data(node, 1)]
+    else:
+        inputs = [b.data(node, 0), b.kernel_weight(node, b.weight(node, "weight"),
+                                                   lambda axis: axis)]
+        if "bias" in node.weights:
+            inputs.append(b.bias(node))
+    extra = [int(p) for p in attrs.get("output_padding") or [0, 0]]
+    value = b.emit("ConvTranspose", inputs, node.name, _kernel_outputs(b, node),
+                   strides=list(attrs["strides"]), pads=_pads(attrs["padding"], node),
+                   dilations=list(attrs["dilation"]), group=int(attrs["groups"]),
+                   output_padding=extra)
+    _finish_kernel(b, node, value)
+
+
 def _linear(b: _Builder, node: MSCNode) -> None:
     """x @ W.T + b: Gemm(transB=1) on 2-D input, else MatMul with W.T stored + Add."""
     weight = b.weight(node, "weight")
@@ -829,6 +849,143 @@ def _adaptive_avg_pool2d(b: _Builder, node: MSCNode) -> None:
            strides=kernel)
 
 
+def _avg_pool3d(b: _Builder, node: MSCNode) -> None:
+    """Relax avg_pool3d; its padding (front, top, left, back, bottom, right) is ONNX's order."""
+    attrs = node.attrs
+    _check_layout(node, layout="NCDHW", out_layout="NCDHW")
+    pads = [int(p) for p in attrs["padding"]]
+    pads = pads * (6 // len(pads)) if len(pads) in (1, 3) else pads
+    extra: dict[str, Any] = {}
+    dilation = [int(d) for d in attrs["dilation"]]
+    if any(d != 1 for d in dilation):
+        if b.opset < 19:
+            raise _unsupported(node, f"dilated average pooling at opset {b.opset}")
+        extra["dilations"] = dilation
+    b.emit("AveragePool", [b.x(node)], node.name, _out(node),
+           kernel_shape=list(attrs["pool_size"]), strides=list(attrs["strides"]), pads=pads,
+           ceil_mode=int(bool(attrs.get("ceil_mode", False))),
+           count_include_pad=int(bool(attrs.get("count_include_pad", False))), **extra)
+
+
+def _pad(b: _Builder, node: MSCNode) -> None:
+    """Relax nn.pad ((before, after) per axis) as ONNX Pad (all befores, then all afters)."""
+    attrs = node.attrs
+    mode = str(attrs.get("pad_mode", "constant"))
+    if mode != "constant":
+        raise _unsupported(node, f"pad mode {mode!r}")
+    widths = [int(w) for w in attrs["pad_width"]]
+    pads = widths[0::2] + widths[1::2]
+    value = _scalar(b, node, "value", float(attrs.get("pad_value", 0.0)))
+    b.emit("Pad", [b.x(node), b.ints(f"{node.name}/pads", pads), value], node.name,
+           _out(node), mode="constant")
+
+
+def _stack(b: _Builder, node: MSCNode) -> None:
+    items = node.args[0]["items"] if node.args[0]["kind"] == "tuple" else node.args
+    axis = node.attrs.get("axis")
+    axis = 0 if axis is None else int(axis)
+    where = b.ints(f"{node.name}/axes", [axis])
+    parts = [b.emit("Unsqueeze", [b.operand(node, item, node.output.dtype), where],
+                    f"{node.name}/Unsqueeze") for item in items]
+    b.emit("Concat", parts, node.name, _out(node), axis=axis)
+
+
+_ONNX_RESIZE = {"nearest_neighbor": "nearest", "linear": "linear", "cubic": "cubic"}
+_NEAREST_MODES = ("round_prefer_floor", "round_prefer_ceil", "floor", "ceil")
+
+
+def _resize_coords(out_size: int, in_size: int, mode: str) -> np.ndarray:
+    """Input coordinates of the output positions (float32, scale in/out as TVM has it)."""
+    out = np.arange(out_size, dtype=np.float32)
+    scale = np.float32(in_size) / np.float32(out_size)
+    if mode in ("half_pixel", "pytorch_half_pixel"):
+        if mode == "pytorch_half_pixel" and out_size == 1:
+            return np.zeros(1, np.float32)
+        return (out + np.float32(0.5)) * scale - np.float32(0.5)
+    if mode == "align_corners":
+        if out_size == 1:
+            return np.zeros(1, np.float32)
+        return out * (np.float32(in_size - 1) / np.float32(out_size - 1))
+    if mode == "asymmetric":
+        return out * scale
+    return (out + np.float32(0.5)) * scale  # tf_half_pixel_for_nn
+
+
+def _nearest_mode_for_round(node: MSCNode, source: tuple[Dim, ...]) -> str:
+    """The ONNX nearest_mode that picks the same pixels as Relax's ``round`` (half to even,
+    which ONNX lacks) for this node's static sizes."""
+    sizes = [*source[2:], *node.output.shape[2:]]
+    if not all(isinstance(d, int) for d in sizes):
+        raise _unsupported(node, "rounding 'round' over symbolic spatial sizes")
+    coordinate = str(node.attrs["coordinate_transformation_mode"])
+    wanted = []
+    candidates = {mode: [] for mode in _NEAREST_MODES}
+    for in_size, out_size in zip(source[2:], node.output.shape[2:], strict=True):
+        coords = _resize_coords(int(out_size), int(in_size), coordinate)
+        wanted.append(np.round(coords))
+        candidates["round_prefer_floor"].append(np.ceil(coords - 0.5))
+        candidates["round_prefer_ceil"].append(np.floor(coords + 0.5))
+        candidates["floor"].append(np.floor(coords))
+        candidates["ceil"].append(np.ceil(coords))
+    for mode, picks in candidates.items():
+        if all(np.array_equal(p, w) for p, w in zip(picks, wanted, strict=True)):
+            return mode
+    raise _unsupported(node, "rounding 'round' (half to even), which no ONNX nearest_mode "
+                       "reproduces for these sizes")
+
+
+def _resize(b: _Builder, node: MSCNode) -> None:
+    """Relax image.resize2d as ONNX Resize with output ``sizes`` over axes 2 and 3, so the
+    scale is in/out exactly as TVM computes it."""
+    attrs = node.attrs
+    _check_layout(node, layout="NCHW")
+    method = str(attrs["method"])
+    coordinate = str(attrs["coordinate_transformation_mode"])
+    if method not in _ONNX_RESIZE:
+        raise _unsupported(node, f"method {method!r}")
+    if coordinate not in RESIZE_COORDINATES:
+        raise _unsupported(node, f"coordinate transformation {coordinate!r}")
+    out_dtype = attrs.get("out_dtype")
+    if out_dtype and _dtype_name(out_dtype) != node.output.dtype:
+        raise _unsupported(node, f"output dtype {out_dtype}")
+    extra: dict[str, Any] = {}
+    if method == "nearest_neighbor":
+        rounding = str(attrs.get("rounding_method") or "")
+        rounding = rounding or ("round" if coordinate == "align_corners" else "floor")
+        if rounding == "round":
+            rounding = _nearest_mode_for_round(node, b.source(node).shape)
+        if rounding not in _NEAREST_MODES:
+            raise _unsupported(node, f"rounding {rounding!r}")
+        extra["nearest_mode"] = rounding
+    elif method == "cubic":
+        extra["cubic_coeff_a"] = float(attrs.get("cubic_alpha", -0.75))
+        extra["exclude_outside"] = int(attrs.get("cubic_exclude", 0))
+    target = b.dims(tuple(node.output.shape[2:]))
+    source = b.source(node).shape[2:]
+    if all(isinstance(d, int) and d > 0 for d in (*source, *target)) and all(
+            t % s == 0 for s, t in zip(source, target, strict=True)):
+        # Integer upscaling as constant scales: ORT then runs it as its blocked-layout
+        # (NCHWc) Upsample next to NCHWc convs instead of reordering around a Resize. The
+        # input coordinates agree up to float rounding: ORT divides by the scale out/in,
+        # TVM multiplies by in/out.
+        factors = [1.0, 1.0, *(t / s for s, t in zip(source, target, strict=True))]
+        scales = b.const(f"{node.name}/scales", np.asarray(factors, np.float32))
+        b.emit("Resize", [b.x(node), "", scales], node.name, _out(node),
+               mode=_ONNX_RESIZE[method], coordinate_transformation_mode=coordinate, **extra)
+        return
+    if all(isinstance(d, int) for d in target):
+        sizes = b.ints(f"{node.name}/sizes", [int(d) for d in target])
+    else:
+        pieces = []
+        for dim in target:
+            size = eval_dim(dim, lambda name: _symbol_size(b, node, name))
+            pieces.append(size.value if isinstance(size, _DimValue)
+                          else b.ints(f"{node.name}/size", [int(size)]))
+        sizes = b.emit("Concat", pieces, f"{node.name}/sizes", axis=0)
+    b.emit("Resize", [b.x(node), "", "", sizes], node.name, _out(node), axes=[2, 3],
+           mode=_ONNX_RESIZE[method], coordinate_transformation_mode=coordinate, **extra)
+
+
 def _matmul(b: _Builder, node: MSCNode) -> None:
     value = b.emit("MatMul", _primitive_inputs(b, node), node.name, _kernel_outputs(b, node))
     _finish_kernel(b, node, value)
@@ -873,8 +1030,13 @@ _EMITTERS: dict[str, Emitter] = {
     "nn.adaptive_avg_pool2d": _adaptive_avg_pool2d,
     "matmul": _matmul,
     "astype": _astype,
+    "msc.conv2d_transpose_bias": _conv_transpose,
+    "nn.conv2d_transpose": _conv_transpose,
+    "nn.avg_pool3d": _avg_pool3d,
+    "nn.pad": _pad,
+    "stack": _stack,
+    "image.resize2d": _resize,
 }
-_COMPOSITES = ("msc.conv2d_bias", "msc.linear", "msc.linear_bias", "msc.batch_norm")
 
 
 def _check_plan(graph: MSCGraph, quant: QuantPlan) -> None:
@@ -937,7 +1099,7 @@ def to_onnx(
     for node in graph.nodes:
         if node.optype == "input":
             continue
-        known = node.optype in _COMPOSITES or f"relax.{node.optype}" in SUPPORTED_OPS
+        known = node.optype in COMPOSITE or f"relax.{node.optype}" in SUPPORTED_OPS
         emitter = _EMITTERS.get(node.optype)
         if emitter is None or not known:
             raise UnsupportedOpError(node.optype, node.name, _WHERE)
