@@ -18,7 +18,8 @@ import numpy as np
 from mscgym.compiler.errors import MSCError
 from mscgym.compiler.graph import MSCGraph, MSCNode
 
-_DTYPES = {"int8": (8, True), "uint8": (8, False), "int4": (4, True), "uint4": (4, False)}
+_DTYPES = {"int8": (8, True), "uint8": (8, False), "int4": (4, True), "uint4": (4, False),
+           "int32": (32, True)}  # int32: biases of int8 kernels only (see bias_params)
 
 
 @dataclass(frozen=True)
@@ -202,6 +203,33 @@ def is_global_average_pool(graph: MSCGraph, node: MSCNode) -> bool:
     rank = graph.find_tensor(node.inputs[0]).ndim
     axes = node.attrs.get("axis") or []
     return rank == 4 and sorted(int(a) % rank for a in axes) == [2, 3]
+
+
+def bias_params(graph: MSCGraph, node: MSCNode, layer: LayerQuant | None) -> QuantParams | None:
+    """The int32 quantization an int8 runtime applies to the bias of ``node``, or None.
+
+    ONNX Runtime's QLinearConv / QGemm add the bias as int32 with scale
+    ``input_scale * weight_scale`` (zero point 0), so the ONNX codegen stores it that way
+    for a conv / 2-D linear whose data input (per tensor) and weight (per tensor or per
+    output channel) are 8-bit. The torch and Relax codegens fake-quantize the bias with
+    these same params, so every runner computes the deployed model's numbers.
+    """
+    if (layer is None or layer.input is None or layer.weight is None
+            or "bias" not in node.weights or layer.input.axis is not None
+            or layer.input.bits != 8 or layer.weight.bits != 8
+            or layer.weight.axis not in (None, 0)):
+        return None
+    if node.optype == "msc.linear_bias":
+        if graph.find_tensor(node.inputs[0]).ndim != 2:  # MatMul + float Add in ONNX
+            return None
+    elif node.optype != "msc.conv2d_bias":
+        return None
+    scale = (layer.input.scale_array() * layer.weight.scale_array()).astype(np.float32)
+    channels = node.weights["bias"].shape[0]
+    if layer.weight.axis is not None:
+        scale = np.broadcast_to(scale, (channels,))
+    return QuantParams("int32", tuple(float(v) for v in scale), (0,) * len(scale),
+                       None if layer.weight.axis is None else 0)
 
 
 def output_points(graph: MSCGraph, plan: QuantPlan) -> dict[str, QuantParams]:
