@@ -21,11 +21,28 @@ AGENTS: dict[str, tuple[str, str]] = {
     "rl": ("mscgym.agents.rl", "PPOAgent"),
     "ray": ("mscgym.agents.ray_agent", "RayAgent"),
 }
+ALIASES: dict[str, str] = {
+    "grid_search": "grid", "random_search": "random", "bayesian": "optuna", "ppo": "rl",
+    "ray_tune": "ray",
+}
+"""The agent type names MSC's gym configs use, mapped to the agents above."""
+
+
+def agent_names() -> list[str]:
+    """Every name ``create_agent`` accepts: the agents and their MSC-style aliases."""
+    return [*AGENTS, *ALIASES]
+
+
+def canonical_agent(name: str) -> str:
+    """The agent a name or alias stands for; an unknown name lists the known ones."""
+    name = ALIASES.get(name, name)
+    if name not in AGENTS:
+        raise MSCError(f"unknown agent {name!r}; expected one of {agent_names()}")
+    return name
 
 
 def agent_class(name: str) -> type[Agent]:
-    if name not in AGENTS:
-        raise MSCError(f"unknown agent {name!r}; expected one of {list(AGENTS)}")
+    name = canonical_agent(name)
     module_name, class_name = AGENTS[name]
     try:
         module = importlib.import_module(module_name)

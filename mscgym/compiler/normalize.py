@@ -13,6 +13,7 @@ The result is still plain Relax: building it gives the same numbers as the input
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 import tvm
@@ -42,9 +43,15 @@ def const_value(const: relax.Expr) -> np.ndarray:
 
 
 def bind_params(
-    func: relax.Function, params: Mapping[str, ParamValue], names: Mapping[str, str] | None = None
+    func: relax.Function, params: Mapping[str, Any], names: Mapping[str, str] | None = None
 ) -> relax.Function:
-    """Bind ``params`` (by function parameter name) as named constants."""
+    """Bind ``params`` as named constants, in any form TVM users hold them.
+
+    ``params`` is either ``relax.frontend.detach_params`` output (function name -> the
+    list of its weights, which are the parameters after ``num_input``) or a mapping of
+    parameter name -> ``tvm.runtime.Tensor``, numpy array or torch tensor.
+    """
+    params = _by_param_name(func, params)
     known = {p.name for p in func.params}
     unknown = sorted(set(params) - known)
     if unknown:
@@ -53,12 +60,48 @@ def bind_params(
     names = names or {}
     binding = {}
     for key, value in params.items():
-        array = value.numpy() if isinstance(value, tvm.runtime.Tensor) else np.asarray(value)
-        binding[key] = named_const(array, names.get(key, key))
+        binding[key] = named_const(_as_numpy(value, key), names.get(key, key))
     func = func.bind_params(binding)
     if func.attrs is not None and "params" in func.attrs:
         func = func.without_attr("params")
     return func
+
+
+def _as_numpy(value: Any, name: str) -> np.ndarray:
+    if isinstance(value, tvm.runtime.Tensor):
+        return value.numpy()
+    if type(value).__module__.startswith("torch"):  # a torch.Tensor, without importing torch
+        return value.detach().cpu().numpy()
+    array = np.asarray(value)
+    if array.dtype == object:
+        raise MSCError(f"param {name!r}: expected a tensor (tvm, numpy or torch), got "
+                       f"{type(value).__name__}")
+    return array
+
+
+def _by_param_name(func: relax.Function, params: Mapping[str, Any]) -> dict[str, Any]:
+    """``params`` keyed by parameter name (``detach_params`` output resolved)."""
+    lists = {k: v for k, v in params.items() if isinstance(v, list | tuple)}
+    if not lists:
+        return dict(params)
+    if len(lists) != len(params):
+        raise MSCError("params mix detach_params lists (function name -> [tensors]) with "
+                       f"single tensors: {sorted(params)}")
+    symbol = func.attrs["global_symbol"] if func.attrs is not None and (
+        "global_symbol" in func.attrs) else None
+    key = str(symbol) if symbol is not None and str(symbol) in lists else (
+        next(iter(lists)) if len(lists) == 1 else None)
+    if key is None:
+        raise MSCError(f"detach_params output has weights for functions {sorted(lists)}; "
+                       "pass the entry function's entry")
+    weights = list(lists[key])
+    num_input = (int(func.attrs["num_input"]) if func.attrs is not None
+                 and "num_input" in func.attrs else len(func.params) - len(weights))
+    targets = func.params[num_input:]
+    if len(targets) != len(weights):
+        raise MSCError(f"detach_params output for {key!r} has {len(weights)} weights, but the "
+                       f"function has {len(targets)} parameters after its {num_input} inputs")
+    return {p.name: w for p, w in zip(targets, weights, strict=True)}
 
 
 def _fold_weight_layout(func: relax.Function) -> relax.Function:

@@ -16,29 +16,38 @@ The shape follows MSC's processor config::
       "compile": {"target": "onnxruntime", "device": "cpu"},
       "export": {"name": "model"}
     }
+
+As in MSC, a stage's ``strategy_file`` (a relative path lies in the workspace) is
+applied when it exists, with no search; when it does not, the stage's gym (or tool
+config) makes the strategy and writes it there, which is how a run is recorded and
+replayed. A stage's ``target`` decides the form of its strategy and where the stage is
+measured; a target this machine cannot run (TensorRT without the package or a CUDA GPU)
+is refused here, naming what is missing, never replaced by another.
 """
 
 from __future__ import annotations
 
 import copy
+import logging
 import os
+import re
 from collections.abc import Mapping
 from typing import Any
 
+from mscgym.agents.registry import agent_names, canonical_agent
 from mscgym.compiler.errors import MSCError
-from mscgym.runtime.registry import runner_names
+from mscgym.runtime.registry import runner_class, runner_names
+from mscgym.runtime.runner import RunnerUnavailableError
 from mscgym.tasks.scorers import SCORERS
 from mscgym.utils.files import read_json
 
 STAGES = ("prune", "quantize", "distill")
-VERBOSITY = ("debug", "info", "warning", "error", "critical")
-AGENT_TYPES = {
-    "grid_search": "grid", "grid": "grid",
-    "random_search": "random", "random": "random",
-    "greedy": "greedy",
-    "optuna": "optuna", "bayesian": "optuna",
-    "rl": "rl", "ppo": "rl",
-}
+VERBOSITY = ("debug", "info", "runtime", "warn", "warning", "error", "critical")
+"""MSC's verbose levels; ``runtime`` is ``info`` plus the runtime's build and run log,
+and ``debug:<n>`` (MSC's debug level n) is ``debug``."""
+_LOG_LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "runtime": logging.INFO,
+               "warn": logging.WARNING, "warning": logging.WARNING, "error": logging.ERROR,
+               "critical": logging.CRITICAL}
 TOP_KEYS = {"workspace", "verbose", "log_file", "model", "data", "baseline", *STAGES, "profile",
             "compile", "export"}
 _STAGE_KEYS = {"strategy_file", "target", "config", "gym"}
@@ -80,7 +89,35 @@ def _string(value: Any, where: str) -> str:
     return value
 
 
-def _gym(entries: Any, stage: str) -> list[dict[str, Any]]:
+def log_level(verbose: str) -> int:
+    """The ``logging`` level of a validated ``verbose`` value."""
+    return _LOG_LEVELS[verbose.split(":", 1)[0]]
+
+
+def _verbose(value: Any) -> str:
+    if isinstance(value, str) and re.fullmatch(r"debug:\d+", value):
+        return value
+    return _choice(value, VERBOSITY, "verbose")
+
+
+def target_device(target: str, device: str = "cpu") -> str:
+    """The device a target runs on: TensorRT only on CUDA, the others on ``device``."""
+    return "cuda" if target == "tensorrt" else device
+
+
+def _target(value: Any, where: str, device: str) -> str:
+    """A runner name that can run here; one that cannot is refused with what is missing."""
+    name = _choice(value, runner_names(), where)
+    try:
+        runner_class(name).check_available(target_device(name, device))
+    except RunnerUnavailableError as err:
+        raise ConfigError(f"config key {where!r}: target {name!r} cannot run here: {err}. "
+                          "Give a target this machine has (e.g. 'onnxruntime' or 'tvm') or run "
+                          "on one that has it") from None
+    return name
+
+
+def _gym(entries: Any, stage: str, target: str, device: str) -> list[dict[str, Any]]:
     where = f"{stage}.gym"
     if not isinstance(entries, list) or not entries:
         raise ConfigError(f"config key {where!r}: expected a non-empty list of "
@@ -101,12 +138,11 @@ def _gym(entries: Any, stage: str) -> list[dict[str, Any]]:
                 "mode": _choice(env.get("mode", "oneshot"), ("oneshot", "layerwise"),
                                 f"{here}.env.mode"),
                 "options": dict(env.get("options", {})),
-                "runner": _choice(env.get("runner", "onnxruntime"), runner_names(),
-                                  f"{here}.env.runner"),
+                "runner": _target(env.get("runner", target), f"{here}.env.runner", device),
             },
             "agent": {
-                "type": AGENT_TYPES[_choice(agent.get("type", "grid_search"), AGENT_TYPES,
-                                            f"{here}.agent.type")],
+                "type": canonical_agent(_choice(agent.get("type", "grid_search"), agent_names(),
+                                                f"{here}.agent.type")),
                 "budget": _number(agent.get("budget", 16), f"{here}.agent.budget", 1, True),
                 "options": dict(agent.get("options", {})),
             },
@@ -121,7 +157,7 @@ def validate_config(config: Mapping[str, Any] | str | os.PathLike[str]) -> dict[
     raw = _expect_keys(copy.deepcopy(dict(config)), TOP_KEYS, "<top level>")
     out: dict[str, Any] = {
         "workspace": _string(raw.get("workspace", "msc_workspace"), "workspace"),
-        "verbose": _choice(raw.get("verbose", "info"), VERBOSITY, "verbose"),
+        "verbose": _verbose(raw.get("verbose", "info")),
         "log_file": _string(raw.get("log_file", "msc.log"), "log_file"),
     }
     if "model" in raw:
@@ -132,14 +168,17 @@ def validate_config(config: Mapping[str, Any] | str | os.PathLike[str]) -> dict[
             if key not in data:
                 raise ConfigError(f"config key 'data.{key}': required (a .npy file)")
         out["data"] = {k: _string(v, f"data.{k}") for k, v in data.items()}
+    compile_ = _expect_keys(raw.get("compile", {}), {"target", "device"}, "compile")
+    device = _choice(compile_.get("device", "cpu"), ("cpu", "cuda"), "compile.device")
+    out["compile"] = {"target": _target(compile_.get("target", "onnxruntime"), "compile.target",
+                                        device), "device": device}
     baseline = _expect_keys(raw.get("baseline", {}), {"check_config"}, "baseline")
     check = _expect_keys(baseline.get("check_config", {}), {"atol", "rtol", "runner"},
                          "baseline.check_config")
     out["baseline"] = {"check_config": {
         "atol": _number(check.get("atol", 1e-4), "baseline.check_config.atol", 0),
         "rtol": _number(check.get("rtol", 1e-4), "baseline.check_config.rtol", 0),
-        "runner": _choice(check.get("runner", "torch"), runner_names(),
-                          "baseline.check_config.runner"),
+        "runner": _target(check.get("runner", "torch"), "baseline.check_config.runner", device),
     }}
     stages = []
     for key in raw:
@@ -147,8 +186,7 @@ def validate_config(config: Mapping[str, Any] | str | os.PathLike[str]) -> dict[
             continue
         section = _expect_keys(raw[key], _STAGE_KEYS, key)
         stage: dict[str, Any] = {
-            "target": _choice(section.get("target", "onnxruntime"), runner_names(),
-                              f"{key}.target"),
+            "target": _target(section.get("target", "onnxruntime"), f"{key}.target", device),
             "config": dict(_expect_keys(section.get("config", {}), set(section.get(
                 "config", {})), f"{key}.config")),
             "strategy_file": None,
@@ -156,23 +194,14 @@ def validate_config(config: Mapping[str, Any] | str | os.PathLike[str]) -> dict[
         }
         if section.get("strategy_file") is not None:
             stage["strategy_file"] = _string(section["strategy_file"], f"{key}.strategy_file")
-        if "gym" in section:
-            if stage["strategy_file"] is not None:
-                raise ConfigError(f"config key '{key}': give either strategy_file or gym, "
-                                  "not both")
-            stage["gym"] = _gym(section["gym"], key)
+        if "gym" in section:  # with a strategy_file: the gym writes it, or it is replayed
+            stage["gym"] = _gym(section["gym"], key, stage["target"], device)
         out[key] = stage
         stages.append(key)
     out["stages"] = stages
     profile = _expect_keys(raw.get("profile", {}), {"repeat", "warmup"}, "profile")
     out["profile"] = {"repeat": _number(profile.get("repeat", 50), "profile.repeat", 1, True),
                       "warmup": _number(profile.get("warmup", 5), "profile.warmup", 0, True)}
-    compile_ = _expect_keys(raw.get("compile", {}), {"target", "device"}, "compile")
-    out["compile"] = {
-        "target": _choice(compile_.get("target", "onnxruntime"), runner_names(),
-                          "compile.target"),
-        "device": _choice(compile_.get("device", "cpu"), ("cpu", "cuda"), "compile.device"),
-    }
     export = _expect_keys(raw.get("export", {}), {"name"}, "export")
     out["export"] = {"name": _string(export.get("name", "model"), "export.name")}
     return out

@@ -24,7 +24,7 @@ from mscgym.compiler.codegen.torch_codegen import to_torch, weights_from_torch
 from mscgym.compiler.errors import MSCError
 from mscgym.compiler.graph import MSCGraph
 from mscgym.compiler.quant_spec import QuantPlan
-from mscgym.pipeline.config import ConfigError, validate_config
+from mscgym.pipeline.config import ConfigError, log_level, target_device, validate_config
 from mscgym.pipeline.report import format_report
 from mscgym.pipeline.workspace import Workspace
 from mscgym.runtime.manager import calibrate_quantizer, checked_weights
@@ -38,10 +38,44 @@ from mscgym.tasks.measure import (
     reference_outputs,
 )
 from mscgym.tasks.sources import ModelSource, Params, TaskData, resolve_model
+from mscgym.tasks.spaces import QUANT_CHOICES
 from mscgym.tools import MSC_TOOL, create_tool
 from mscgym.utils.files import atomic_write
 
 logger = logging.getLogger("mscgym.pipeline")
+
+TARGET_QUANT_CHOICES: dict[str, tuple[str, ...]] = {
+    "tensorrt": ("int8_channel_minmax", "int8_channel_percentile", "int8_channel_entropy",
+                 "int8_channel_mse"),
+}
+"""Quantization forms a target's int8 kernels take. TensorRT's explicit quantization
+takes symmetric int8 only (zero points 0) with per-channel weights; a target not listed
+takes every form in :data:`QUANT_CHOICES`."""
+
+
+def target_quant_choices(target: str) -> tuple[str, ...]:
+    """The per-layer quantization choices a gym may offer for ``target``."""
+    return TARGET_QUANT_CHOICES.get(target, QUANT_CHOICES)
+
+
+def target_quantizer_config(target: str, config: Mapping[str, Any]) -> dict[str, Any]:
+    """``config`` in the form ``target`` runs: for TensorRT symmetric int8, per-channel
+    weights; a config asking for another form is refused, naming the key."""
+    config = dict(config)
+    if target != "tensorrt":
+        return config
+    required = {"weight": {"dtype": "int8", "per_channel": True, "symmetric": True},
+                "activation": {"dtype": "int8", "symmetric": True}}
+    for section, values in required.items():
+        given = dict(config.get(section) or {})
+        for key, value in values.items():
+            if given.get(key, value) != value:
+                raise ConfigError(f"config key 'quantize.config.{section}.{key}': target "
+                                  f"'tensorrt' takes {value!r} (symmetric int8, per-channel "
+                                  f"weights), got {given[key]!r}")
+            given[key] = value
+        config[section] = given
+    return config
 
 
 def load_task_data(section: Mapping[str, str], base_dir: str) -> TaskData:
@@ -89,7 +123,12 @@ class MSCProcessor:
             self.workspace.write_json("state.json", {"finished": [], "stages": {}})
         self.workspace.write_json("config.json", self.config)
         self.graph, self.params, self.quant = self.source.graph, self.source.params, {}
+        self._check_strategy_files()
+        self._invalidate_missing_strategies()
         self._teacher: np.ndarray | None = None
+        self.evaluations = 0
+        """Real (uncached) gym evaluations this processor ran: 0 when every stage was
+        restored or applied from its strategy file."""
         self._optimized = False
         self._finalized = False
 
@@ -103,8 +142,45 @@ class MSCProcessor:
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
         root = logging.getLogger("mscgym")
         root.addHandler(handler)
-        root.setLevel(getattr(logging, self.config["verbose"].upper()))
+        root.setLevel(log_level(self.config["verbose"]))
+        # MSC's "runtime" level: info, plus each build and run of the runtime managers.
+        runtime_level = logging.DEBUG if self.config["verbose"] == "runtime" else logging.NOTSET
+        logging.getLogger("mscgym.runtime").setLevel(runtime_level)
         return handler
+
+    def strategy_file(self, stage: str) -> str | None:
+        """The stage's configured strategy file (a path inside the workspace) as an
+        absolute path, or None when the config names none."""
+        path = self.config[stage]["strategy_file"]
+        if path is None:
+            return None
+        if os.path.isabs(path):  # the user's own file, read as given (never written)
+            return path
+        return self.workspace.path(path, key=f"config key '{stage}.strategy_file':")
+
+    def _check_strategy_files(self) -> None:
+        """Before any work: a strategy file the run would write (it does not exist yet)
+        must lie in the workspace; an absolute path elsewhere must name an existing file."""
+        for stage in self.config["stages"]:
+            path = self.strategy_file(stage)
+            if path is not None and os.path.isabs(self.config[stage]["strategy_file"]) and (
+                    not os.path.exists(path)):
+                raise ConfigError(f"config key '{stage}.strategy_file': {path} does not exist; "
+                                  "give an existing strategy file, or a relative path for the "
+                                  "run to write its strategy to inside the workspace")
+
+    def _invalidate_missing_strategies(self) -> None:
+        """A finished stage whose strategy file was deleted runs again (and so does
+        every stage after it): the file, not the checkpoint, is the record of a stage."""
+        state = self.workspace.state()
+        for stage in self.config["stages"]:
+            path = self.strategy_file(stage)
+            if path is None or stage not in state["finished"] or os.path.exists(path):
+                continue
+            logger.info("stage %s: strategy file %s is gone, the stage runs again", stage, path)
+            state["finished"] = state["finished"][:state["finished"].index(stage)]
+            self.workspace.write_json("state.json", state)
+            return
 
     def close(self) -> None:
         logging.getLogger("mscgym").removeHandler(self._log_handler)
@@ -116,9 +192,9 @@ class MSCProcessor:
 
     def _measurement(self, runner: str | None = None) -> Measurement:
         profile = self.config["profile"]
-        return Measurement(runner or self.config["compile"]["target"],
-                           self.config["compile"]["device"], {}, profile["repeat"],
-                           profile["warmup"])
+        runner = runner or self.config["compile"]["target"]
+        return Measurement(runner, target_device(runner, self.config["compile"]["device"]), {},
+                           profile["repeat"], profile["warmup"])
 
     def _teacher_outputs(self) -> np.ndarray:
         if self._teacher is None:
@@ -126,9 +202,10 @@ class MSCProcessor:
                                               self.data.eval_inputs)
         return self._teacher
 
-    def _measure(self, graph: MSCGraph, params: Params, quant: QuantPlan) -> dict[str, Any]:
+    def _measure(self, graph: MSCGraph, params: Params, quant: QuantPlan,
+                 runner: str | None = None) -> dict[str, Any]:
         metrics = measure(Compressed(graph, params, quant), self.data, self._teacher_outputs(),
-                          self._measurement())
+                          self._measurement(runner))
         return metrics.to_json()
 
     def _run_stage(self, name: str, body: Any) -> None:
@@ -141,7 +218,9 @@ class MSCProcessor:
         try:
             summary = body() or {}
             self.workspace.save_checkpoint(name, self.graph, self.params, self.quant)
-            summary["metrics"] = self._measure(self.graph, self.params, self.quant)
+            # an optimize stage is measured on its own target, the others on compile's
+            target = self.config[name]["target"] if name in self.config["stages"] else None
+            summary["metrics"] = self._measure(self.graph, self.params, self.quant, target)
         except BaseException as err:
             self.workspace.fail_stage(name, err)
             logger.error("stage %s failed: %s", name, err)
@@ -172,27 +251,33 @@ class MSCProcessor:
         return self.workspace.path("strategies", f"{stage}.json")
 
     def _stage(self, stage: str) -> dict[str, Any]:
+        """One optimize stage: an existing strategy file is applied as is (no search);
+        otherwise the gym searches, or the tool config plans, and the strategy is
+        written to the strategy file for the next run to apply."""
         section = self.config[stage]
-        if section["gym"]:
+        path = self.strategy_file(stage)
+        from_file = path is not None and os.path.exists(path)
+        if section["gym"] and not from_file:
             return self._gym_stage(stage, section)
-        tool = self._make_tool(stage, section)
-        if section["strategy_file"] is not None:
-            path = section["strategy_file"]
+        tool = self._make_tool(stage, section, from_file)
+        if from_file:
             tool.load_strategy(path)
-            source = {"strategy_file": os.path.abspath(path)}
+            source: dict[str, Any] = {"strategy_file": path}
+            if stage == MSC_TOOL.DISTILL.value:
+                self._distill_from_strategy(tool)
         else:
-            self._apply_config(stage, tool)
+            self._apply_config(stage, tool, section["target"])
             source = {"config": section["config"]}
-        if stage == MSC_TOOL.DISTILL.value and section["strategy_file"] is not None:
-            self._distill_from_strategy(tool)
         self.graph, self.params = tool.transform(self.graph, self.params)
         if stage == MSC_TOOL.QUANTIZE.value:
             self.quant = tool.quant_plan()
         tool.save_strategy(self._strategy_path(stage))
+        if path is not None and not from_file:
+            tool.save_strategy(path)
         return source
 
-    def _make_tool(self, stage: str, section: Mapping[str, Any]) -> Any:
-        config = {} if section["strategy_file"] is not None else dict(section["config"])
+    def _make_tool(self, stage: str, section: Mapping[str, Any], from_file: bool) -> Any:
+        config = {} if from_file else dict(section["config"])
         if stage == MSC_TOOL.DISTILL.value:
             config.setdefault("progress", False)
         tool = create_tool(stage, self.graph, self.params, config)
@@ -202,9 +287,10 @@ class MSCProcessor:
                 tool.set_quant(self.quant)
         return tool
 
-    def _apply_config(self, stage: str, tool: Any) -> None:
+    def _apply_config(self, stage: str, tool: Any, target: str) -> None:
         if stage == MSC_TOOL.QUANTIZE.value:
-            quantizer = calibrate_quantizer(self.graph, self.params, tool.config,
+            quantizer = calibrate_quantizer(self.graph, self.params,
+                                            target_quantizer_config(target, tool.config),
                                             self.data.calibration)
             tool.set_strategy(quantizer.strategy())
         elif stage == MSC_TOOL.DISTILL.value:
@@ -229,15 +315,18 @@ class MSCProcessor:
             env, agent_cfg = entry["env"], entry["agent"]
             common = {"data": self.data, "scorer": env["strategy"],
                       "scorer_options": env["options"], "runner": env["runner"],
+                      "device": target_device(env["runner"], self.config["compile"]["device"]),
                       "profile_repeat": self.config["profile"]["repeat"],
                       "profile_warmup": self.config["profile"]["warmup"]}
             if stage == MSC_TOOL.DISTILL.value:
                 task = Task((self.source.graph, self.source.params), "distill",
                             student=Compressed(self.graph, self.params, self.quant), **common)
             else:
-                task = Task((self.graph, self.params), stage, **common)
+                task = Task((self.graph, self.params), stage,
+                            quant_choices=target_quant_choices(section["target"]), **common)
             agent = create_agent(agent_cfg["type"], progress=False, **agent_cfg["options"])
             result = agent.search(task, agent_cfg["budget"])
+            self.evaluations += result.evaluations
             record_path = self.workspace.path("gym", entry["record"])
             result.best_record.save(record_path)
             records.append(record_path)
@@ -246,17 +335,21 @@ class MSCProcessor:
             if stage != MSC_TOOL.PRUNE.value:
                 self.quant = best.quant
             self._save_gym_strategy(stage, best)
-        return {"gym_records": records}
+        return {"gym_records": records, "gym_evaluations": self.evaluations}
 
     def _save_gym_strategy(self, stage: str, best: Compressed) -> None:
-        strategy = best.strategies.get(stage)
-        if strategy is None:
-            return
         graph = self.source.graph if stage == MSC_TOOL.PRUNE.value else best.graph
         params = self.source.params if stage == MSC_TOOL.PRUNE.value else best.params
+        strategy = best.strategies.get(stage)
+        if strategy is None:  # the best plan keeps the model as it is; the file says so
+            strategy = {} if stage == MSC_TOOL.QUANTIZE.value else create_tool(
+                stage, graph, params, {"density": 1.0}).strategy()
         tool = create_tool(stage, graph, params, {})
         tool.set_strategy(strategy)
         tool.save_strategy(self._strategy_path(stage))
+        path = self.strategy_file(stage)
+        if path is not None:  # MSC: the gym writes its best strategy to the strategy file
+            tool.save_strategy(path)
 
     # -- public API ---------------------------------------------------------------------
     def optimize(self) -> torch.nn.Module:

@@ -17,6 +17,7 @@ from mscgym.pipeline.config import ConfigError
 from mscgym.pipeline.processor import MSCProcessor
 from mscgym.pipeline.workspace import Workspace
 from mscgym.tasks.metrics import DETERMINISTIC_METRICS
+from mscgym.utils.files import atomic_write
 
 _TOLERANCE = {"distill_loss": 1e-6}
 
@@ -34,17 +35,24 @@ class ReplayComparison:
 
 
 def replay_config(workspace: Workspace) -> dict[str, Any]:
-    """The recorded config with each optimize stage pinned to its strategy file."""
+    """The recorded config with each optimize stage pinned to its strategy file.
+
+    The strategies are copied into the replay workspace (``recorded/<stage>.json``) and
+    named relative to it, so the replay reads only files inside its own workspace."""
     recorded = copy.deepcopy(workspace.read_json("config.json"))
     stages = recorded.pop("stages", [])
     config = {k: v for k, v in recorded.items() if k not in stages}
+    replay = Workspace(workspace.path("replay"))
     for stage in stages:  # the recorded order: a stage's position is part of the result
         path = workspace.path("strategies", f"{stage}.json")
         if not os.path.exists(path):
             raise ConfigError(f"workspace {workspace.root}: stage {stage!r} has no strategy "
                               f"file {path}; was the run finished?")
-        config[stage] = {"target": recorded[stage]["target"], "strategy_file": path}
-    config["workspace"] = workspace.path("replay")
+        relative = os.path.join("recorded", f"{stage}.json")
+        os.makedirs(replay.path("recorded"), exist_ok=True)
+        atomic_write(replay.path(relative), lambda tmp, path=path: shutil.copyfile(path, tmp))
+        config[stage] = {"target": recorded[stage]["target"], "strategy_file": relative}
+    config["workspace"] = replay.root
     return config
 
 
@@ -52,8 +60,8 @@ def replay_workspace(path: str | os.PathLike[str], model: Any = None) -> ReplayC
     """Rerun the workspace at ``path`` and compare its report with the recorded one."""
     workspace = Workspace(path)
     recorded = workspace.read_json("report.json")
+    shutil.rmtree(workspace.path("replay"), ignore_errors=True)
     config = replay_config(workspace)
-    shutil.rmtree(config["workspace"], ignore_errors=True)
     processor = MSCProcessor(model, config)
     try:
         report = processor.run()

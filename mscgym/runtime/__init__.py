@@ -27,7 +27,8 @@ def create_runtime_manager(
     """A RuntimeManager for a Relax module (as ``msc_transform`` returns it) or an MSCGraph.
 
     For a module, ``params`` binds the parameters of ``config["entry"]`` that are still
-    unbound; the params of a module whose weights are already bound are not needed and
+    unbound (``relax.frontend.detach_params`` output, or name -> tvm, numpy or torch
+    tensors); the params of a module whose weights are already bound are not needed and
     are ignored, so ``create_runtime_manager(optimized_mod, params, msc_config)`` works
     as MSC wrote it. For an MSCGraph, ``params`` are its weights (graph naming).
     """
@@ -56,7 +57,12 @@ def _unbound(mod: tvm.IRModule, entry: str, params: Mapping[str, Any] | None) ->
     """``params`` unless none of them is still a parameter of ``mod[entry]``."""
     if not params or entry not in [gv.name_hint for gv in mod.get_global_vars()]:
         return params
-    names = {p.name for p in mod[entry].params}
+    func = mod[entry]
+    if all(isinstance(v, list | tuple) for v in params.values()):  # detach_params output
+        num_input = int(func.attrs["num_input"]) if func.attrs is not None and (
+            "num_input" in func.attrs) else len(func.params)
+        return params if len(func.params) > num_input else None
+    names = {p.name for p in func.params}
     return params if names & set(params) else None
 
 

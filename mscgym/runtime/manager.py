@@ -9,6 +9,7 @@ of runners: the quantizer calibrates the same way on torch, TVM and ONNX Runtime
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -26,6 +27,9 @@ from mscgym.tools import MSC_TOOL, BaseTool, create_tool
 
 Params = dict[str, np.ndarray]
 RunInputs = np.ndarray | torch.Tensor | Sequence[Any] | Mapping[str, Any]
+
+logger = logging.getLogger("mscgym.runtime")
+"""Builds and runs are logged at debug level (MSC's "runtime" verbosity shows them)."""
 
 _TOOL_ORDER = (MSC_TOOL.PRUNE, MSC_TOOL.QUANTIZE, MSC_TOOL.DISTILL, MSC_TOOL.COLLECT)
 
@@ -99,6 +103,8 @@ class RuntimeManager:
         build_graph = _with_extra_outputs(graph, self._watched)
         self._runner = create_runner(self.runner_name, self.device, self.runner_options)
         self._runner.build(build_graph, self.params, quant)
+        logger.debug("built graph %r on %s/%s: %d quantized layers, %d watched tensors",
+                     graph.name, self.runner_name, self.device, len(quant), len(self._watched))
 
     @property
     def runner(self) -> BaseRunner:
@@ -110,6 +116,7 @@ class RuntimeManager:
         """Run one batch; returns the graph outputs (watched tensors go to the tools)."""
         arrays = _as_input_list(self.graph, inputs)
         outputs = self.runner.run(arrays)
+        logger.debug("ran %s on inputs %s", self.runner_name, [a.shape for a in arrays])
         n_out = len(self.graph.output_names)
         if self._watched:
             observed = dict(zip(self._watched, outputs[n_out:], strict=True))

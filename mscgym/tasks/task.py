@@ -57,8 +57,38 @@ DISTILL_BASELINE = {"temperature": 4.0, "epochs": 1, "alpha": 0.5, "lr": 0.001,
                     "intermediate": "none"}
 
 
-def quantizer_config(choice: str) -> dict[str, Any]:
-    """The quantizer config that one per-layer quantization choice stands for."""
+PERCENTILES: tuple[float, ...] = (99.9, 99.99, 99.999)
+"""Percentiles the ``calibrate:percentile`` dimension offers to percentile calibration."""
+DEFAULT_QUANT_CHOICE = "int8_channel_minmax"
+"""The plan a quantize search starts from when float is not on offer."""
+
+
+def allows_float_fallback(scorer: Scorer) -> bool:
+    """Whether keeping a layer float is a choice the search may make under ``scorer``.
+
+    Only a scorer that rewards compression (speed-up or size) while it bounds or weighs
+    quality can prefer a float layer for a reason; under a pure quality scorer
+    (``distill_loss``, ``accuracy``) float is unbeatable, so the search would always
+    return the unquantized model. There the space searches how to quantize instead.
+    """
+    if scorer.name == "latency_under_accuracy":
+        return True
+    if scorer.name == "weighted":
+        weights = dict(scorer.options.get("weights", {"speedup": 0.1}))
+        return any(float(weights.get(term, 0.0)) != 0.0 for term in ("speedup", "size"))
+    return False
+
+
+def quantizer_config(choice: str, percentile: float | None = None) -> dict[str, Any]:
+    """The quantizer config that one per-layer quantization choice stands for
+    (``percentile`` sets the percentile of percentile calibration)."""
+    config = _choice_config(choice)
+    if percentile is not None and config["activation"]["method"] == "percentile":
+        config["activation"]["percentile"] = float(percentile)
+    return config
+
+
+def _choice_config(choice: str) -> dict[str, Any]:
     if choice == "int8_tensor_minmax":
         return {"weight": {"dtype": "int8", "per_channel": False},
                 "activation": {"dtype": "int8", "method": "minmax"}}
@@ -115,6 +145,7 @@ class Task:
         for choice in self.quant_choices:
             if choice != "float":
                 quantizer_config(choice)
+        self.float_fallback = allows_float_fallback(self.scorer)
         self.densities = tuple(float(d) for d in densities)
         if any(not 0 < d <= 1 for d in self.densities):
             raise MSCError(f"densities must lie in (0, 1], got {self.densities}")
@@ -183,16 +214,33 @@ class Task:
             for members in self.prune_groups():
                 dims.append(Dimension(f"prune:{members[0]}", self.densities, 1.0))
         if self.tool in ("quantize", "compress"):
-            choices = self.quant_choices if "float" in self.quant_choices else (
-                "float", *self.quant_choices)
-            for layer in self.quantizable_layers():
-                dims.append(Dimension(f"quantize:{layer}", choices, "float"))
+            dims.extend(self._quant_dims())
         if self.tool == "distill":
             for name, choices in DISTILL_CHOICES.items():
                 dims.append(Dimension(f"distill:{name}", choices, DISTILL_BASELINE[name]))
         if not dims:
             raise MSCError(f"model {self.source.model_id!r} has nothing to {self.tool}")
         return SearchSpace(dims)
+
+    def _quant_dims(self) -> list[Dimension]:
+        """Per-layer choices; float (the baseline) only where the scorer allows a float
+        fallback, else the int8 forms with the default one as baseline plus the
+        percentile of percentile calibration: the search decides how to quantize."""
+        if self.float_fallback:
+            choices = self.quant_choices if "float" in self.quant_choices else (
+                "float", *self.quant_choices)
+            return [Dimension(f"quantize:{layer}", choices, "float")
+                    for layer in self.quantizable_layers()]
+        choices = tuple(c for c in self.quant_choices if c != "float")
+        if not choices:
+            raise MSCError(f"scorer {self.scorer.name!r} searches how to quantize, but the "
+                           "quantization choices offer only 'float'")
+        baseline = DEFAULT_QUANT_CHOICE if DEFAULT_QUANT_CHOICE in choices else choices[0]
+        dims = [Dimension(f"quantize:{layer}", choices, baseline)
+                for layer in self.quantizable_layers()]
+        if any(quantizer_config(c)["activation"]["method"] == "percentile" for c in choices):
+            dims.append(Dimension("calibrate:percentile", PERCENTILES, 99.99))
+        return dims
 
     # -- building the compressed model ---------------------------------------------------
     def _prune(self, graph: MSCGraph, params: Params, densities: Mapping[str, float]
@@ -209,23 +257,24 @@ class Task:
         new_graph, new_params = pruner.transform(graph, params)
         return new_graph, new_params, pruner.strategy()
 
-    def calibration(self, graph: MSCGraph, params: Params, choice: str) -> QuantPlan:
+    def calibration(self, graph: MSCGraph, params: Params, choice: str,
+                    percentile: float | None = None) -> QuantPlan:
         """Per-layer quant params for ``choice`` on every quantizable layer (cached)."""
+        config = quantizer_config(choice, percentile)
         key = fingerprint({"graph": graph.to_json(), "params": params_hash(params),
-                           "choice": choice, "data": self.data.data_hash})
+                           "choice": choice, "config": config, "data": self.data.data_hash})
         if key not in self._calibrations:
-            quantizer = calibrate_quantizer(graph, params, quantizer_config(choice),
-                                            self.data.calibration)
+            quantizer = calibrate_quantizer(graph, params, config, self.data.calibration)
             self._calibrations[key] = quantizer.quant_plan()
         return self._calibrations[key]
 
-    def _quantize(self, graph: MSCGraph, params: Params, choices: Mapping[str, str]
-                  ) -> QuantPlan:
+    def _quantize(self, graph: MSCGraph, params: Params, choices: Mapping[str, str],
+                  percentile: float | None = None) -> QuantPlan:
         plan: QuantPlan = {}
         for layer, choice in choices.items():
             if choice == "float":
                 continue
-            layer_quant = self.calibration(graph, params, choice).get(layer)
+            layer_quant = self.calibration(graph, params, choice, percentile).get(layer)
             if layer_quant is None:
                 raise MSCError(f"quantizer gave no parameters for layer {layer!r}")
             plan[layer] = layer_quant
@@ -311,7 +360,8 @@ class Task:
                 if prune_strategy is not None:
                     strategies["prune"] = prune_strategy
             if "quantize" in by_tool:
-                quant = self._quantize(graph, params, by_tool["quantize"])
+                percentile = by_tool.get("calibrate", {}).get("percentile")
+                quant = self._quantize(graph, params, by_tool["quantize"], percentile)
         if quant:
             strategies["quantize"] = {k: v.to_json() for k, v in quant.items()}
         return Compressed(graph, params, quant, strategies)
@@ -377,7 +427,8 @@ class Task:
     def baseline(self) -> Metrics:
         """Metrics of the uncompressed plan (the float model for quantize/prune)."""
         if self._baseline is None:
-            if self.tool == "distill":
+            if self.tool == "distill" or (self.tool != "prune" and not self.float_fallback):
+                # the uncompressed model is not a plan of this space: measure it directly
                 self._baseline = self.measure(Compressed(self.graph, self.params, {}))
             else:
                 self._baseline = self.evaluate(self.space.baseline_plan())
