@@ -153,12 +153,18 @@ def test_torch_upsample_matches_torch(mode: str) -> None:
     _check_torch(layer, torch.randn(1, 3, 5, 7))
 
 
-def test_torch_interpolate_to_size_matches_torch() -> None:
+@pytest.mark.parametrize("mode", ["bilinear", "nearest"])
+def test_torch_interpolate_to_other_sizes_matches_torch(mode: str) -> None:
+    """Downscaling and non-integer sizes, where TVM's importer alone would pick other
+    pixels for ``nearest`` (half-pixel, round half to even instead of torch's floor)."""
+
     class Net(nn.Module):
         def forward(self, x: torch.Tensor) -> torch.Tensor:
-            return F.interpolate(x, size=(9, 4), mode="bilinear", align_corners=False)
+            return (F.interpolate(x, size=(9, 4), mode=mode)
+                    + F.interpolate(x, scale_factor=0.5, mode=mode).mean())
 
-    _check_torch(Net(), torch.randn(1, 2, 6, 8))
+    graph = _check_torch(Net(), torch.randn(1, 2, 6, 8))
+    assert sum(n.optype == "image.resize2d" for n in graph.nodes) == 2
 
 
 # --------------------------------------------------------------------------------------

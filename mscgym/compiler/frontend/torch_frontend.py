@@ -5,7 +5,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
+import tvm
 from tvm import relax
+from tvm.relax.dpl import is_op, rewrite_call, wildcard
 
 from mscgym.compiler.graph import MSCGraph
 from mscgym.compiler.graph_translator import Params, from_relax
@@ -22,8 +24,6 @@ def from_torch(
     With ``dynamic_batch`` the leading dim of every input is exported symbolic, so the
     same graph serves batch-1 latency and batched evaluation and training.
     """
-    from tvm.relax.frontend.torch import from_exported_program
-
     model = model.eval()
     example_inputs = tuple(example_inputs)
     dynamic_shapes = None
@@ -35,7 +35,16 @@ def from_torch(
                                for x in example_inputs)
     with torch.no_grad():
         exported = torch.export.export(model, example_inputs, dynamic_shapes=dynamic_shapes)
+    return from_exported(exported, graph_name or type(model).__name__)
+
+
+def from_exported(exported: torch.export.ExportedProgram, graph_name: str
+                  ) -> tuple[MSCGraph, Params]:
+    """A ``torch.export`` program (e.g. from ``torch.export.load``) -> MSCGraph."""
+    from tvm.relax.frontend.torch import from_exported_program
+
     mod = from_exported_program(exported, keep_params_as_input=True)
+    mod = tvm.IRModule({"main": _torch_nearest(mod["main"])})
     mod, detached = relax.frontend.detach_params(mod)
     func = mod["main"]
     num_input = int(func.attrs["num_input"])
@@ -43,5 +52,29 @@ def from_torch(
     params = dict(zip(param_vars, detached.get("main", []), strict=True))
     names = {spec.arg.name: spec.target for spec in exported.graph_signature.input_specs
              if spec.target is not None}
-    name = graph_name or type(model).__name__
-    return from_relax(mod, params, names=names, graph_name=name)
+    return from_relax(mod, params, names=names, graph_name=graph_name)
+
+
+def _torch_nearest(func: relax.Function) -> relax.Function:
+    """Nearest resizes as torch computes them: ``floor(out_index * in / out)``.
+
+    TVM's importer writes torch's ``upsample_nearest2d`` as a half-pixel resize with
+    round-half-to-even, which picks other pixels whenever the scale is not an integer
+    upscale (e.g. ``F.interpolate(x, scale_factor=0.5)``); ONNX names torch's rule
+    ``asymmetric`` with ``floor``.
+    """
+    data, size = wildcard(), wildcard()
+    pattern = is_op("relax.image.resize2d")(data, size)
+
+    def rewriter(expr: relax.Expr, matches: dict) -> relax.Expr:
+        attrs = expr.attrs
+        if (attrs.method != "nearest_neighbor" or attrs.rounding_method != "round"
+                or attrs.coordinate_transformation_mode != "half_pixel"):
+            return expr
+        info = type(attrs).__tvm_ffi_type_info__
+        fields = {f.name: getattr(attrs, f.name) for f in info.fields}
+        fields.update(coordinate_transformation_mode="asymmetric", rounding_method="floor")
+        return relax.Call(expr.op, [matches[data], matches[size]],
+                          tvm.ir.make_node(info.type_key, **fields))
+
+    return rewrite_call(pattern, rewriter, func)
