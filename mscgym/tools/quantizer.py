@@ -196,10 +196,15 @@ def int8_layout(graph: MSCGraph, kernels: dict[str, bool], target: str,
     * ``generic``: kernel inputs only.
 
     ``excluded`` names nodes that stay float whatever the rule says (``skip`` overrides).
+    On ``onnxruntime`` no consumer quantizes the output of a float conv/linear (see
+    :func:`_float_kernel_outputs`), so the float layer stays float there too.
     """
     if target not in TARGETS:
         raise ToolConfigError(f"quantizer config: target {target!r}: expected one of "
                               f"{list(TARGETS)}")
+    blocked = _float_kernel_outputs(graph, kernels) if target == "onnxruntime" else set()
+    kernels = {name: is_int8 for name, is_int8 in kernels.items()
+               if graph.find_node(name).inputs[0] not in blocked}
     layout: dict[str, dict[str, str]] = {name: {"input": graph.find_node(name).inputs[0]}
                                          for name in kernels}
     if target == "generic":
@@ -210,7 +215,8 @@ def int8_layout(graph: MSCGraph, kernels: dict[str, bool], target: str,
         arity = INT8_OPS.get(node.optype)
         return (arity is not None and node.name not in excluded and node.name not in kernels
                 and bool(node.inputs) and len(node.outputs) == 1
-                and (arity == 0 or len(node.inputs) == arity) and not node.weights)
+                and (arity == 0 or len(node.inputs) == arity) and not node.weights
+                and not set(node.inputs) & blocked)
 
     def covered(tensor: str) -> bool:
         consumers = graph.find_consumers(tensor)
@@ -250,10 +256,8 @@ def int8_layout(graph: MSCGraph, kernels: dict[str, bool], target: str,
         return True
 
     def kernel_made(tensor: str) -> bool:
-        node = graph.find_producer(tensor)
-        while node.optype in ("nn.relu", "clip") and node.inputs:
-            node = graph.find_producer(node.inputs[0])
-        return node.name in kernels
+        """A kernel's own output: TensorRT fuses the add into that kernel."""
+        return graph.find_producer(tensor).name in kernels
 
     for node in reversed(graph.nodes):
         if not candidate(node):
@@ -581,6 +585,29 @@ class Quantizer(BaseTool):
                                    "absmax": float(np.abs(weight).max())}
             out[name] = entry
         return out
+
+
+WEIGHT_KERNELS = ("msc.conv2d_bias", "nn.conv2d", "msc.linear", "msc.linear_bias")
+
+
+def _float_kernel_outputs(graph: MSCGraph, kernels: dict[str, bool]) -> set[str]:
+    """Fused outputs of conv/linear layers that are not 8-bit int8 kernels and feed one
+    consumer: tensors no consumer may quantize on ONNX Runtime.
+
+    Its WeightBiasQuantization pass turns ``DQ -> Conv/Gemm -> [Relu/Clip] -> Q`` with a
+    float weight or bias into an int8 kernel with weights it quantizes itself (per tensor),
+    which is not the float layer the plan (and torch, and TVM) computes. Leaving such a
+    layer's output float keeps a float layer float on every runner; the consumer then
+    runs on float input (its weight stays quantized).
+    """
+    blocked: set[str] = set()
+    for node in graph.nodes:
+        if node.optype not in WEIGHT_KERNELS or kernels.get(node.name, False):
+            continue
+        out = fused_output(graph, node)
+        if out not in graph.output_names and len(graph.find_consumers(out)) == 1:
+            blocked.add(out)
+    return blocked
 
 
 def _is_int8_kernel(weight: WeightConfig | None, activation: ActivationConfig | None) -> bool:
