@@ -18,12 +18,14 @@ from google.protobuf.message import DecodeError
 from onnx.checker import ValidationError
 
 from mscgym import zoo
+from mscgym.cli.model_args import add_model_arguments, input_shapes
 from mscgym.compiler.analysis import graph_summary
 from mscgym.compiler.errors import MSCError
 from mscgym.compiler.frontend import from_onnx, from_torch
 from mscgym.compiler.graph import MSCGraph
 from mscgym.compiler.graph_translator import Params
 from mscgym.compiler.serialize import load_graph
+from mscgym.tasks.sources import load_model_file
 from mscgym.utils.paths import output_arg
 
 NAME = "inspect"
@@ -39,8 +41,11 @@ def register(subparsers: Any) -> None:
                     "MSCGraph and print its inputs, outputs, totals, op-type counts and "
                     "per-layer parameters and FLOPs.",
     )
-    parser.add_argument("target", metavar="NAME_OR_PATH",
-                        help="a zoo model name, an exported graph .json, or an .onnx file")
+    parser.add_argument("target", metavar="NAME_OR_PATH", nargs="?",
+                        help="a zoo model name, an exported graph .json, an .onnx file or a "
+                             "saved torch.export program .pt2 (or give it as --model)")
+    parser.add_argument("--model", metavar="NAME_OR_FILE", help="the same as NAME_OR_PATH")
+    add_model_arguments(parser, data=False, model_flag=False)
     parser.add_argument("--batch", type=int, default=1,
                         help="value of the symbolic batch dim for FLOPs (default 1)")
     parser.add_argument("--prototxt", metavar="OUT", type=output_arg(),
@@ -51,12 +56,17 @@ def register(subparsers: Any) -> None:
     parser.set_defaults(run=run)
 
 
-def load_target(target: str) -> tuple[MSCGraph, Params, str]:
-    """(graph, params, where it came from) for a zoo name, graph file or ONNX file."""
+def load_target(target: str, input_shapes: dict[str, tuple[int | str, ...]] | None = None
+                ) -> tuple[MSCGraph, Params, str]:
+    """(graph, params, where it came from) for a zoo name, graph, ONNX or .pt2 file."""
     path = Path(target)
     if path.is_file():
         if path.suffix.lower() == ".onnx":
-            return (*_from_onnx(path), f"ONNX file {path}")
+            return (*_from_onnx(path, input_shapes), f"ONNX file {path}")
+        if input_shapes:
+            raise MSCError("--input-shape applies only to an .onnx file")
+        if path.suffix.lower() == ".pt2":
+            return (*_from_file(path), f"torch.export program {path}")
         graph, params = load_graph(path)
         return graph, params, f"graph file {path}"
     if target in zoo.list_models():
@@ -68,11 +78,24 @@ def load_target(target: str) -> tuple[MSCGraph, Params, str]:
                    f"({', '.join(zoo.list_models())})")
 
 
-def _from_onnx(path: Path) -> tuple[MSCGraph, Params]:
+def _from_onnx(path: Path, input_shapes: dict[str, tuple[int | str, ...]] | None = None
+               ) -> tuple[MSCGraph, Params]:
     try:
-        return from_onnx(path)
-    except (OSError, DecodeError, ValidationError, ValueError, NotImplementedError) as exc:
+        return from_onnx(path, input_shapes=input_shapes or None)
+    except (MSCError, OSError, DecodeError, ValidationError, ValueError, NotImplementedError,
+            TypeError, RuntimeError) as exc:
+        # TVM and ONNX raise all of these for files they cannot take; a user gets one
+        # line naming the file, never a traceback.
         raise MSCError(f"cannot import ONNX file {path}: {exc}") from exc
+
+
+def _from_file(path: Path) -> tuple[MSCGraph, Params]:
+    try:
+        return load_model_file(path)
+    except MSCError:
+        raise
+    except (OSError, ValueError, TypeError, RuntimeError, NotImplementedError) as exc:
+        raise MSCError(f"cannot import model file {path}: {type(exc).__name__}: {exc}") from exc
 
 
 def _from_zoo(name: str) -> tuple[MSCGraph, Params]:
@@ -134,7 +157,9 @@ def format_summary(summary: dict[str, Any], source: str) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    graph, params, source = load_target(args.target)
+    if (args.target is None) == (args.model is None):
+        raise MSCError("give the model once: as NAME_OR_PATH or as --model")
+    graph, params, source = load_target(args.target or args.model, input_shapes(args))
     summary = graph_summary(graph, params or None, batch=args.batch)
     for out, suffix in ((args.prototxt, ".prototxt"), (args.dot, ".dot")):
         if out is None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from mscgym.cli.model_args import add_model_arguments, model_spec, task_data
 from mscgym.compiler.errors import MSCError
 
 NAME = "run"
@@ -18,8 +19,9 @@ def register(subparsers: Any) -> None:
                     "distill -> finalize -> export), resuming after the last finished stage "
                     "of an existing workspace; or replay a finished workspace.")
     parser.add_argument("config", nargs="?", help="pipeline config (JSON)")
-    parser.add_argument("--model", help="model (zoo name, .onnx or exported graph); default: "
-                                        "the config's 'model' key")
+    parser.add_argument("--model", help="model (zoo name, .onnx, .pt2 or exported graph); "
+                                        "default: the config's 'model' key")
+    add_model_arguments(parser, model_flag=False)
     parser.add_argument("--replay", metavar="WORKSPACE", help="replay this workspace instead")
     parser.set_defaults(run=run)
 
@@ -40,7 +42,14 @@ def run(args: argparse.Namespace) -> int:
         return 0 if comparison.all_hold else 1
     if not args.config:
         raise MSCError("give a CONFIG file, or --replay WORKSPACE")
-    processor = create_msc_processor(args.model, args.config)
+    model: Any = args.model
+    data = None
+    if args.model is not None:
+        model = model_spec(args.model, args)
+        data = task_data(args, model) if args.data is not None else None
+    elif args.data is not None or args.input_shape:
+        raise MSCError("--data, --eval-data, --labels and --input-shape go with --model")
+    processor = create_msc_processor(model, args.config, data)
     try:
         report = processor.run()
     finally:

@@ -16,6 +16,7 @@ from typing import Any
 
 from mscgym import zoo
 from mscgym.agents import AGENTS, SearchResult, create_agent
+from mscgym.cli.model_args import add_model_arguments, task_model_and_data
 from mscgym.compiler.errors import MSCError
 from mscgym.runtime.registry import runner_names
 from mscgym.runtime.runner import RunnerUnavailableError
@@ -57,10 +58,9 @@ def register(subparsers: Any) -> None:
                     "the baseline against the best plan, and write the best plan's record.",
     )
     parser.add_argument("--task", required=True, choices=TOOLS, help="what to search")
-    parser.add_argument("--model", required=True, metavar="NAME",
-                        help="a zoo model name (e.g. digits-cnn)")
-    parser.add_argument("--agent", required=True, metavar="AGENT",
-                        help=f"the search agent: {', '.join(AGENTS)}")
+    add_model_arguments(parser)
+    parser.add_argument("--agent", default="random", metavar="AGENT",
+                        help=f"the search agent: {', '.join(AGENTS)} (default random)")
     parser.add_argument("--budget", required=True, type=_positive_int,
                         help="how many plans the agent may propose")
     parser.add_argument("--record", required=True, metavar="OUT.json", type=output_arg(),
@@ -102,18 +102,16 @@ def _agent_options(args: argparse.Namespace) -> dict[str, Any]:
 
 def build_task(args: argparse.Namespace) -> Task:
     """The task the arguments describe; an unknown model or missing runner is an MSCError."""
-    if args.model not in zoo.list_models():
-        raise MSCError(f"unknown model {args.model!r}; --model takes a zoo model: "
-                       f"{', '.join(zoo.list_models())}")
+    source = task_model_and_data(args)
     scorer_options: dict[str, Any] = {}
     if args.max_drop is not None:
         if args.scorer != "latency_under_accuracy":
             raise MSCError("--max-drop applies only to --scorer latency_under_accuracy")
         scorer_options["max_drop"] = args.max_drop
     try:
-        return Task(args.model, args.task, scorer=args.scorer, scorer_options=scorer_options,
-                    runner=args.runner, device=args.device, seed=args.seed,
-                    profile_repeat=args.profile_repeat)
+        return Task(source["model"], args.task, data=source["data"], scorer=args.scorer,
+                    scorer_options=scorer_options, runner=args.runner, device=args.device,
+                    seed=args.seed, profile_repeat=args.profile_repeat)
     except (RunnerUnavailableError, zoo.ZooCacheError) as err:
         raise MSCError(str(err)) from None
 

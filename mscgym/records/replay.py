@@ -28,7 +28,7 @@ from mscgym.records.record import Record, RecordError, load_record
 from mscgym.runtime.runner import RunnerUnavailableError
 from mscgym.tasks.measure import run_outputs
 from mscgym.tasks.metrics import Metrics
-from mscgym.tasks.sources import TaskData, zoo_data_for
+from mscgym.tasks.sources import ModelFile, TaskData, file_sha256, zoo_data_for
 from mscgym.tasks.spaces import PlanError
 from mscgym.tasks.task import Compressed, Task
 from mscgym.tools.losses import distill_loss
@@ -45,8 +45,29 @@ def _resolve(record: RecordLike) -> tuple[Record, str]:
     return load_record(record), f"record {os.fspath(record)}"
 
 
-def _model_arg(record: Record, where: str) -> str:
+def _model_file(record: Record, where: str) -> ModelFile:
+    """The model file a record names, refused when its content is not the recorded one."""
+    spec = record.task["model_file"]
+    if (not isinstance(spec, dict) or not isinstance(spec.get("path"), str)
+            or not isinstance(spec.get("sha256"), str)
+            or not isinstance(spec.get("input_shapes", {}), dict)):
+        raise RecordError(f"{where}: key 'task.model_file' must be an object with 'path', "
+                          "'sha256' and 'input_shapes'")
+    path = spec["path"]
+    if not os.path.isfile(path):
+        raise RecordError(f"{where}: model file {path!r} named by the record does not exist")
+    found = file_sha256(path)
+    if found != spec["sha256"]:
+        raise RecordError(f"{where}: model file {path!r} has changed since the record was made "
+                          f"(sha256 {found}, recorded {spec['sha256']}); refusing to rebuild "
+                          "from a different file")
+    return ModelFile(path, spec.get("input_shapes") or None)
+
+
+def _model_arg(record: Record, where: str) -> str | ModelFile:
     model = str(record.task["model"])
+    if "model_file" in record.task:
+        return _model_file(record, where)
     if model in zoo.list_models():
         return model
     if model.startswith(("torch:", "graph:")):
@@ -58,13 +79,12 @@ def _model_arg(record: Record, where: str) -> str:
     return model
 
 
-def _data_arg(record: Record, model: str, data: TaskData | None, where: str
-              ) -> TaskData | None:
-    """The task data to rebuild with: given, or the zoo data set the record names."""
+def _data_arg(record: Record, data: TaskData | None, where: str) -> TaskData | None:
+    """The task data to rebuild with: given, or the zoo data set or files the record names."""
     if data is not None:
         return data
     try:
-        return zoo_data_for(model, str(record.task["data"]))
+        return zoo_data_for(str(record.task["model"]), str(record.task["data"]))
     except MSCError as err:
         raise RecordError(f"{where}: {err}") from None
 
@@ -139,7 +159,7 @@ def _rebuild_task(record: Record, where: str, data: TaskData | None,
     if "warmup" in profile:
         kwargs["profile_warmup"] = profile["warmup"]
     try:
-        task = Task(model, desc["tool"], data=_data_arg(record, model, data, where),
+        task = Task(model, desc["tool"], data=_data_arg(record, data, where),
                     scorer=scorer["name"], scorer_options=scorer.get("options") or {},
                     runner=desc["runner"], device=desc["device"],
                     runner_options=desc.get("runner_options") or {},

@@ -45,25 +45,56 @@ class Measurement:
     seed: int = 0
 
 
-def batched(fn: Callable[[np.ndarray], Any], inputs: np.ndarray, batch: int = 256) -> np.ndarray:
-    """Concatenated outputs of ``fn`` over ``inputs`` in batches (first output only)."""
+EVAL_BATCH = 256
+"""Largest evaluation batch of a model whose batch dim is dynamic."""
+
+
+def static_batch(graph: MSCGraph) -> int | None:
+    """The fixed batch of a graph whose first input has a static leading dim (most
+    published ONNX files are exported at batch 1), else None."""
+    inputs = graph.get_inputs()
+    if not inputs:
+        return None
+    shape = inputs[0].shape
+    return shape[0] if shape and isinstance(shape[0], int) else None
+
+
+def batched(fn: Callable[[np.ndarray], Any], inputs: np.ndarray, batch: int = EVAL_BATCH,
+            fixed: bool = False) -> np.ndarray:
+    """Concatenated outputs of ``fn`` over ``inputs`` in batches (first output only).
+
+    With ``fixed`` every call gets exactly ``batch`` rows, as a model with a static batch
+    requires: a short last chunk is padded by repeating its last row, and the padded
+    rows' outputs are dropped.
+    """
     parts = []
     with torch.no_grad():
         for i in range(0, len(inputs), batch):
-            value = fn(np.ascontiguousarray(inputs[i:i + batch]))
+            chunk = inputs[i:i + batch]
+            rows = len(chunk)
+            if fixed and rows < batch:
+                chunk = np.concatenate([chunk, np.repeat(chunk[-1:], batch - rows, axis=0)])
+            value = fn(np.ascontiguousarray(chunk))
             if isinstance(value, tuple | list):
                 value = value[0]
             if isinstance(value, torch.Tensor):
                 value = value.detach().cpu().numpy()
-            parts.append(np.asarray(value))
+            parts.append(np.asarray(value)[:rows])
     return np.concatenate(parts)
+
+
+def graph_batched(graph: MSCGraph, fn: Callable[[np.ndarray], Any],
+                  inputs: np.ndarray) -> np.ndarray:
+    """:func:`batched` in chunks the graph accepts: its static batch, else EVAL_BATCH."""
+    fixed = static_batch(graph)
+    return batched(fn, inputs, fixed or EVAL_BATCH, fixed=fixed is not None)
 
 
 def reference_outputs(graph: MSCGraph, params: Params, inputs: np.ndarray,
                       quant: QuantPlan | None = None) -> np.ndarray:
     """Outputs of the graph's torch codegen (the float teacher when ``quant`` is None)."""
     module = to_torch(graph, params, quant).eval()
-    return batched(lambda x: module(torch.from_numpy(x)), inputs)
+    return graph_batched(graph, lambda x: module(torch.from_numpy(x)), inputs)
 
 
 def model_size_bytes(model: Compressed) -> int:
@@ -90,14 +121,14 @@ def build_runner(model: Compressed, how: Measurement) -> BaseRunner:
 def run_outputs(model: Compressed, data: TaskData, how: Measurement) -> np.ndarray:
     """First outputs of ``model`` on the evaluation inputs, batched as ``measure`` does."""
     runner = build_runner(model, how)
-    return batched(lambda x: runner.run([x])[0], data.eval_inputs)
+    return graph_batched(model.graph, lambda x: runner.run([x])[0], data.eval_inputs)
 
 
 def measure(model: Compressed, data: TaskData, teacher: np.ndarray,
             how: Measurement) -> Metrics:
     """Accuracy, distillation loss against ``teacher`` outputs, latency and size."""
     runner = build_runner(model, how)
-    outputs = batched(lambda x: runner.run([x])[0], data.eval_inputs)
+    outputs = graph_batched(model.graph, lambda x: runner.run([x])[0], data.eval_inputs)
     accuracy = None
     if data.eval_labels is not None:
         accuracy = float(np.mean(outputs.argmax(-1) == data.eval_labels))

@@ -175,8 +175,10 @@ class Task:
 
     def describe(self) -> dict[str, Any]:
         """What identifies this task in a record."""
+        file = {"model_file": self.source.file} if self.source.file is not None else {}
         return {
             "model": self.source.model_id,
+            **file,
             "weight_hash": self.source.weight_hash,
             "data": self.data.data_id,
             "data_hash": self.data.data_hash,

@@ -191,6 +191,10 @@ def normalize_onnx(model: onnx.ModelProto, input_shapes: InputShapes | None = No
     _strip_initializer_inputs(model)
     _fix_input_shapes(model, input_shapes, where)
     model = _upgrade(model, where)
+    # IR < 4 required initializers to be inputs; without them the file needs IR >= 4,
+    # and the (upgraded) opset its own minimum.
+    model.ir_version = max(model.ir_version, 4,
+                           onnx.helper.find_min_ir_version_for(list(model.opset_import), True))
     model = _infer_shapes(model, where)
     model = rewrite_rnns(model)
     try:
