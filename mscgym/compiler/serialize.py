@@ -6,8 +6,10 @@ it. Both are written atomically, weights first, so a reader never sees a graph f
 that names half-written weights. ``load_graph`` checks everything before building the
 graph: a file from another tool or version, a truncated or hand-edited graph, or
 weights that were swapped or tampered with is refused with a :class:`GraphFormatError`
-naming the file and the problem. Nothing in a file is executed: JSON is parsed as data
-and weights are safetensors (never pickle).
+naming the file and the problem: so is a node whose declared output shape is not what
+its op computes, an attribute of the wrong type (:mod:`mscgym.compiler.shape_check`)
+and a weight holding NaN or infinity (naming its layer). Nothing in a file is executed:
+JSON is parsed as data and weights are safetensors (never pickle).
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from mscgym.compiler.dims import eval_dim
 from mscgym.compiler.errors import GraphError, GraphFormatError, MSCError
 from mscgym.compiler.graph import MSCGraph, MSCTensor
 from mscgym.compiler.ops import COMPOSITE, SUPPORTED_OPS
+from mscgym.compiler.shape_check import check_graph
 from mscgym.utils.files import atomic_write_bytes, atomic_write_text
 
 FORMAT = "mscgym.graph"
@@ -109,9 +112,13 @@ def load_graph(path: str | os.PathLike[str]) -> tuple[MSCGraph, Params]:
         graph = MSCGraph.from_json(graph_json)
     except GraphError as exc:
         raise fail(str(exc)) from exc
-    if document["weights"] is None:
-        return graph, {}
-    return graph, _read_weights(path, document["weights"], graph, fail)
+    params = ({} if document["weights"] is None
+              else _read_weights(path, document["weights"], graph, fail))
+    try:  # after the weights: a weights file that does not fit is named as such first
+        check_graph(graph)
+    except GraphError as exc:
+        raise fail(str(exc)) from exc
+    return graph, params
 
 
 # --------------------------------------------------------------------------------------
@@ -300,7 +307,26 @@ def _read_weights(path: Path, entry: dict[str, str], graph: MSCGraph, fail: Fail
     except (SafetensorError, ValueError, TypeError) as exc:
         raise fail(f"weights file {weights_path} is not a readable safetensors file "
                    f"({exc})") from exc
-    problem = weights_mismatch(graph.weight_tensors(), params)
+    problem = weights_mismatch(graph.weight_tensors(), params) or _non_finite(graph, params)
     if problem:
         raise fail(f"weights file {weights_path} does not fit the graph: {problem}")
     return params
+
+
+def _non_finite(graph: MSCGraph, params: Params) -> str | None:
+    """The first weight holding NaN or infinity, named with its layer (None if none)."""
+    for node in graph.nodes:
+        for role, tensor in node.weights.items():
+            array = params[tensor.name]
+            if array.dtype.kind != "f":
+                continue
+            bad = ~np.isfinite(array)
+            if bad.any():
+                where = ""
+                if array.ndim > 1:
+                    channels = np.flatnonzero(bad.reshape(array.shape[0], -1).any(axis=1))
+                    where = f" in output channels {channels[:8].tolist()}"
+                return (f"weight {role!r} ({tensor.name!r}) of layer {node.name!r} holds "
+                        f"{int(bad.sum())} NaN or infinite values{where}; expected finite "
+                        "numbers")
+    return None

@@ -311,6 +311,7 @@ class Pruner(BaseTool):
             if group.name in keep:
                 raise ToolConfigError(f"{where}: group {group.name!r} is listed twice")
             keep[group.name] = _kept_indices(entry.get("keep"), group.channels, f"{where}.keep")
+            _check_stated(entry, group.channels, len(keep[group.name]), where)
         self._keep = {name: keep.get(name, np.arange(g.channels))
                       for name, g in self._groups.items()}
 
@@ -331,6 +332,21 @@ class Pruner(BaseTool):
             "pruned": sum(counts[n] < g.channels for n, g in self._groups.items()),
             "blocked": {g.name: g.blocked for g in self.analysis.groups if g.blocked}}
         return report
+
+
+def _check_stated(entry: dict[str, Any], channels: int, kept: int, where: str) -> None:
+    """A strategy's ``channels`` and ``density`` describe its ``keep`` list; a value that
+    does not (``density: 2``, ``channels: 99`` on a 16-channel group) is refused rather
+    than ignored, since the file would claim a different model than it builds."""
+    if "channels" in entry and (type(entry["channels"]) is not int
+                                or entry["channels"] != channels):
+        raise ToolConfigError(f"{where}.channels: the group has {channels} channels, the "
+                              f"strategy says {entry['channels']!r}")
+    if "density" in entry:
+        density = _fraction(entry["density"], f"{where}.density")
+        if abs(density - kept / channels) > 1e-6:
+            raise ToolConfigError(f"{where}.density: {density!r} does not match the kept "
+                                  f"channels ({kept} of {channels} = {kept / channels:.6g})")
 
 
 def _kept_indices(value: Any, channels: int, where: str) -> np.ndarray:
