@@ -136,6 +136,18 @@ def test_onnx_resize_matches_ort(mode: str, coordinate: str, nearest: str | None
     assert "image.resize2d" in _optypes(graph)
 
 
+@pytest.mark.parametrize(("coordinate", "alpha", "exclude"), [
+    ("half_pixel", -0.75, 0), ("half_pixel", -0.5, 1), ("align_corners", -0.75, 0),
+    ("asymmetric", -0.75, 1)])
+def test_onnx_cubic_resize_matches_ort(coordinate: str, alpha: float, exclude: int) -> None:
+    sizes = np.array([1, 2, 11, 9], np.int64)
+    node = helper.make_node("Resize", ["x", "", "", "sizes"], ["y"], mode="cubic",
+                            coordinate_transformation_mode=coordinate, cubic_coeff_a=alpha,
+                            exclude_outside=exclude)
+    model = _model([node], {"x": [1, 2, 5, 6]}, ["y"], {"sizes": sizes})
+    _check_onnx(model, {"x": _x(1, 2, 5, 6)})
+
+
 def test_onnx_resize_with_scales_and_upsample() -> None:
     scales = np.array([1, 1, 2, 3], np.float32)
     model = _model([helper.make_node("Resize", ["x", "", "scales"], ["y"], mode="linear")],
@@ -375,3 +387,54 @@ def test_segmentation_net_quantizes_and_prunes_to_graphs_that_run(segnet: Any) -
     outs = _run_everywhere(pruned, pruned_params, [x])
     for runner in ("torch", "onnx"):
         _close(outs[runner], outs["tvm"], f"pruned on {runner}")
+
+
+# --------------------------------------------------------------------------------------
+# Round trips
+# --------------------------------------------------------------------------------------
+def _new_op_models() -> dict[str, onnx.ModelProto]:
+    conv_t = helper.make_node("ConvTranspose", ["x", "w", "b"], ["t"], strides=[2, 2],
+                              pads=[1, 1, 1, 1], output_padding=[1, 1])
+    nodes = [conv_t,
+             helper.make_node("Resize", ["t", "", "scales"], ["r"], mode="linear"),
+             helper.make_node("LRN", ["r"], ["l"], size=3),
+             helper.make_node("Mul", ["k", "s"], ["ks"]),
+             helper.make_node("Conv", ["l", "ks"], ["c"], pads=[1, 1, 1, 1]),
+             helper.make_node("Dropout", ["c"], ["d"]),
+             helper.make_node("Sum", ["d", "d", "c"], ["y"])]
+    inits = {"w": _x(4, 3, 3, 3), "b": _x(3), "scales": np.array([1, 1, 2, 2], np.float32),
+             "k": _x(5, 3, 3, 3), "s": np.array([0.5], np.float32)}
+    return {"all-new-ops": _model(nodes, {"x": [1, 4, 5, 6]}, ["y"], inits, opset=13)}
+
+
+def test_round_trip_of_new_ops_is_structurally_equal_and_serializes() -> None:
+    import tvm_ffi
+    from tvm.relax.frontend.onnx import from_onnx as relax_from_onnx
+
+    from mscgym.compiler.graph_translator import from_relax
+    from mscgym.compiler.normalize import normalize
+
+    model = _new_op_models()["all-new-ops"]
+    mod, detached = relax.frontend.detach_params(relax_from_onnx(model,
+                                                                 keep_params_in_input=True))
+    names = [p.name for p in mod["main"].params[1:]]
+    params = dict(zip(names, detached["main"], strict=True))
+    graph, weights = from_relax(mod, params)
+    assert {"msc.conv2d_transpose_bias", "image.resize2d", "nn.avg_pool3d", "stack",
+            "nn.conv2d"} <= _optypes(graph)
+    assert not any("dropout" in op for op in _optypes(graph))
+    assert tvm_ffi.structural_equal(to_relax(graph, weights), normalize(mod, params))
+    from mscgym.compiler.analysis import graph_summary
+
+    layers = {layer["optype"]: layer for layer in graph_summary(graph)["layers"]}
+    # Each of the 1*4*5*6 inputs is scattered over 3 output channels * 3x3 taps.
+    assert layers["msc.conv2d_transpose_bias"]["macs"] == 120 * 27
+    # The computed kernel (5, 3, 3, 3) over a 1x3x20x24 input, padded to keep 20x24.
+    assert layers["nn.conv2d"]["macs"] == 5 * 20 * 24 * 27
+    assert layers["image.resize2d"]["flops"] == 3 * 20 * 24 * 7
+    again = MSCGraph.from_json(graph.to_json())
+    assert again.to_json() == graph.to_json()
+    x = _x(1, 4, 5, 6)
+    want = _ort(model, {"x": x})[0]
+    for runner, got in _run_everywhere(again, weights, [x]).items():
+        _close(got, want, runner)

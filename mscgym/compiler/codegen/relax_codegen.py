@@ -145,6 +145,8 @@ def to_relax(
             ret = relax.Tuple(results) if graph.return_tuple else results[0]
             output = bb.emit_output(ret)
         bb.emit_func_output(output)
-    return bb.get()
+    # The builder binds the result to a fresh output var (``gv = lv15``); canonical form
+    # binds the last call to it directly, as normalization leaves the source module.
+    return relax.transform.CanonicalizeBindings()(bb.get())
 
 

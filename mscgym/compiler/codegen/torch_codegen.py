@@ -224,29 +224,50 @@ def _nearest_index(coords: torch.Tensor, rounding: str, size: int) -> torch.Tens
     return index.long().clamp(0, size - 1)
 
 
+def _cubic_weights(t: torch.Tensor, alpha: float) -> list[torch.Tensor]:
+    """Keys' cubic convolution weights of the taps at -1, 0, 1, 2 (TVM's spline)."""
+    t2, t3 = t * t, t * t * t
+    return [alpha * (t3 - 2 * t2 + t), (alpha + 2) * t3 - (3 + alpha) * t2 + 1,
+            -(alpha + 2) * t3 + (3 + 2 * alpha) * t2 - alpha * t, -alpha * t3 + alpha * t2]
+
+
 def _resize_axis(x: torch.Tensor, axis: int, out_size: int, method: str, coordinate: str,
-                 rounding: str) -> torch.Tensor:
-    """Resize ``x`` along one spatial axis; bilinear resizing is separable into two."""
+                 rounding: str, alpha: float, exclude: bool) -> torch.Tensor:
+    """Resize ``x`` along one spatial axis; linear and cubic resizing are separable.
+
+    Taps outside the input read its edge, as TVM clamps them.
+    """
     in_size = x.shape[axis]
     coords = _source_coords(out_size, in_size, coordinate, x.device)
     if method == "nearest_neighbor":
         return torch.index_select(x, axis, _nearest_index(coords, rounding, in_size))
     low = torch.floor(coords)
-    frac = (coords - low).to(x.dtype)
+    frac = coords - low
     low = low.long()
-    below = torch.index_select(x, axis, low.clamp(0, in_size - 1))
-    above = torch.index_select(x, axis, (low + 1).clamp(0, in_size - 1))
+    if method == "linear":
+        offsets, weights = [0, 1], [1 - frac, frac]
+    else:
+        offsets, weights = [-1, 0, 1, 2], _cubic_weights(frac, alpha)
+        if exclude:
+            weights = [torch.where((low + o < 0) | (low + o > in_size - 1), 0.0, w)
+                       for o, w in zip(offsets, weights, strict=True)]
+            total = sum(weights)
+            weights = [w / total for w in weights]
     shape = [1] * x.dim()
     shape[axis] = out_size
-    frac = frac.reshape(shape)
-    return below * (1 - frac) + above * frac
+    out = None
+    for offset, weight in zip(offsets, weights, strict=True):
+        tap = torch.index_select(x, axis, (low + offset).clamp(0, in_size - 1))
+        term = tap * weight.to(x.dtype).reshape(shape)
+        out = term if out is None else out + term
+    return out
 
 
-def _resize2d(x: torch.Tensor, size: list[int], method: str, coordinate: str,
-              rounding: str) -> torch.Tensor:
-    """Relax ``image.resize2d`` (NCHW, nearest or linear) with ONNX's coordinate rules."""
-    out = _resize_axis(x, 2, int(size[0]), method, coordinate, rounding)
-    return _resize_axis(out, 3, int(size[1]), method, coordinate, rounding)
+def _resize2d(x: torch.Tensor, size: list[int], method: str, coordinate: str, rounding: str,
+              alpha: float = -0.75, exclude: bool = False) -> torch.Tensor:
+    """Relax ``image.resize2d`` (NCHW; nearest, linear or cubic) with ONNX's coordinates."""
+    out = _resize_axis(x, 2, int(size[0]), method, coordinate, rounding, alpha, exclude)
+    return _resize_axis(out, 3, int(size[1]), method, coordinate, rounding, alpha, exclude)
 
 
 # --------------------------------------------------------------------------------------
@@ -709,9 +730,8 @@ def _resize2d_op(b: _Builder, node: MSCNode, args: list[Any]) -> fx.Node:
     b._check_layout(node, layout="NCHW")
     method, coordinate = str(attrs["method"]), str(attrs["coordinate_transformation_mode"])
     rounding = str(attrs.get("rounding_method") or "")
-    if method not in ("nearest_neighbor", "linear"):
-        raise UnsupportedOpError(f"image.resize2d with method {method!r} (nearest_neighbor "
-                                 "and linear are supported)", node.name, _WHERE)
+    if method not in ("nearest_neighbor", "linear", "cubic"):
+        raise UnsupportedOpError(f"image.resize2d with method {method!r}", node.name, _WHERE)
     if coordinate not in RESIZE_COORDINATES:
         raise UnsupportedOpError(f"image.resize2d with coordinate transformation "
                                  f"{coordinate!r}", node.name, _WHERE)
@@ -723,7 +743,9 @@ def _resize2d_op(b: _Builder, node: MSCNode, args: list[Any]) -> fx.Node:
     out_dtype = attrs.get("out_dtype")
     if out_dtype and _dtype_name(out_dtype) != node.output.dtype:
         raise UnsupportedOpError(f"image.resize2d to {out_dtype}", node.name, _WHERE)
-    return b._call(_resize2d, args[0], args[1], method, coordinate, rounding, name=node.name)
+    return b._call(_resize2d, args[0], args[1], method, coordinate, rounding,
+                   float(attrs.get("cubic_alpha", -0.75)), bool(attrs.get("cubic_exclude", 0)),
+                   name=node.name)
 
 
 def _dtype_name(value: Any) -> str:
