@@ -10,8 +10,9 @@ import tvm
 from mscgym.compiler.errors import MSCError
 from mscgym.compiler.graph import MSCGraph
 from mscgym.compiler.graph_translator import from_relax
+from mscgym.compiler.partition import is_partitioned
 from mscgym.runtime.cache import cache_stats, fingerprint
-from mscgym.runtime.manager import RuntimeManager
+from mscgym.runtime.manager import PartitionedRuntimeManager, RuntimeManager
 from mscgym.runtime.profiling import LatencyStats, profile_runner
 from mscgym.runtime.registry import DEVICES, create_runner, runner_class
 from mscgym.runtime.runner import BaseRunner, RunnerUnavailableError
@@ -23,7 +24,7 @@ def create_runtime_manager(
     model: tvm.IRModule | MSCGraph,
     params: Mapping[str, Any] | None = None,
     config: Mapping[str, Any] | None = None,
-) -> RuntimeManager:
+) -> RuntimeManager | PartitionedRuntimeManager:
     """A RuntimeManager for a Relax module (as ``msc_transform`` returns it) or an MSCGraph.
 
     For a module, ``params`` binds the parameters of ``config["entry"]`` that are still
@@ -48,6 +49,8 @@ def create_runtime_manager(
     if not isinstance(model, tvm.IRModule):
         raise MSCError(f"create_runtime_manager: expected a tvm.IRModule or an MSCGraph, got "
                        f"{type(model).__name__}")
+    if is_partitioned(model):  # msc_transform(..., target=...): regions + TVM host
+        return PartitionedRuntimeManager(model, config)
     entry = str(config.get("entry", "main"))
     graph, graph_params = from_relax(model, _unbound(model, entry, params), entry_name=entry)
     return RuntimeManager(graph, graph_params, config)
@@ -70,6 +73,7 @@ __all__ = [
     "BaseRunner",
     "LatencyStats",
     "RunnerUnavailableError",
+    "PartitionedRuntimeManager",
     "RuntimeManager",
     "cache_stats",
     "create_runner",

@@ -9,21 +9,27 @@ of runners: the quantizer calibrates the same way on torch, TVM and ONNX Runtime
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
+import tvm
+from tvm import relax
 
 from mscgym.compiler.errors import MSCError
 from mscgym.compiler.graph import MSCGraph
+from mscgym.compiler.graph_translator import from_relax
+from mscgym.compiler.partition import fallback_ops, segments_of
 from mscgym.compiler.quant_spec import QuantPlan
 from mscgym.runtime.profiling import LatencyStats, profile_runner
 from mscgym.runtime.registry import create_runner
 from mscgym.runtime.runner import BaseRunner
 from mscgym.tools import MSC_TOOL, BaseTool, create_tool
+from mscgym.utils.files import atomic_write_text, read_json
 
 Params = dict[str, np.ndarray]
 RunInputs = np.ndarray | torch.Tensor | Sequence[Any] | Mapping[str, Any]
@@ -218,3 +224,287 @@ def calibrate_quantizer(graph: MSCGraph, params: Params, config: Mapping[str, An
             manager.run(batch)
         quantizer.calibrate()
     return quantizer
+
+
+class ToolGroup:
+    """One tool over the regions of a partitioned model: one strategy, keyed by the
+    user's layer names, whichever region a layer landed in."""
+
+    def __init__(self, kind: MSC_TOOL, tools: Mapping[str, BaseTool], model: str) -> None:
+        self.kind = kind
+        self.tools = dict(tools)
+        self.model = model
+
+    @property
+    def calibrated(self) -> bool:
+        return all(getattr(tool, "calibrated", True) for tool in self.tools.values())
+
+    def calibrate(self) -> None:
+        """One calibration pass in every region still calibrating."""
+        for tool in self.tools.values():
+            if not getattr(tool, "calibrated", True):
+                tool.calibrate()
+
+    def strategy(self) -> dict[str, Any]:
+        merged: dict[str, Any] = {}
+        for tool in self.tools.values():
+            merged.update(tool.strategy())
+        return merged
+
+    def set_strategy(self, strategy: Mapping[str, Any]) -> None:
+        """Hand each region the entries of the layers it holds; a layer in no region is
+        an error naming it."""
+        owners = {layer: region for region, tool in self.tools.items()
+                  for layer in (n.name for n in tool.graph.nodes)}
+        unknown = sorted(set(strategy) - set(owners))
+        if unknown:
+            raise MSCError(f"{self.kind.value} strategy names layers {unknown} that no region "
+                           f"of {self.model!r} holds")
+        for region, tool in self.tools.items():
+            tool.set_strategy({k: v for k, v in strategy.items() if owners[k] == region})
+
+    def quant_plan(self) -> QuantPlan:
+        plan: QuantPlan = {}
+        for tool in self.tools.values():
+            plan.update(tool.quant_plan())
+        return plan
+
+    def save_strategy(self, path: str | os.PathLike[str]) -> str:
+        """One strategy file for the whole model (the format a single tool writes)."""
+        first = next(iter(self.tools.values()))
+        document = {"tool": self.kind.value, "version": first.strategy_version,
+                    "graph": self.model, "strategy": self.strategy()}
+        atomic_write_text(path, json.dumps(document, indent=2, sort_keys=True))
+        return os.fspath(path)
+
+    def load_strategy(self, path: str | os.PathLike[str]) -> None:
+        document = read_json(path, MSCError, "strategy file")
+        if not isinstance(document, dict) or document.get("tool") != self.kind.value or (
+                not isinstance(document.get("strategy"), dict)):
+            raise MSCError(f"strategy file {os.fspath(path)}: expected a {self.kind.value} "
+                           "strategy ({'tool', 'version', 'graph', 'strategy'})")
+        self.set_strategy(document["strategy"])
+
+
+class _Chain:
+    """The partitioned model as ``profile_runner`` times it: one run = every segment."""
+
+    name = "partitioned"
+
+    def __init__(self, manager: PartitionedRuntimeManager) -> None:
+        self.manager = manager
+        self.device = manager.device
+        self.target = f"{manager.runner_name}+tvm"
+
+    def run(self, inputs: list[np.ndarray]) -> list[np.ndarray]:
+        return self.manager.run(inputs)
+
+    def synchronize(self) -> None:
+        for region in self.manager.regions.values():
+            region.runner.synchronize()
+
+
+class PartitionedRuntimeManager:
+    """Runs a host module from ``msc_transform(..., target=...)``: each region (an
+    MSCGraph) on the target runner through its own :class:`RuntimeManager`, the calls the
+    target lacks on TVM (Relax VM on the CPU), tensors passed between them by DLPack where
+    the memory allows it. Tools see one model: one tool over every region."""
+
+    def __init__(self, host: tvm.IRModule, config: Mapping[str, Any]) -> None:
+        self.config = dict(config)
+        self.runner_name = str(self.config.get("runner", "tvm"))
+        self.device = str(self.config.get("device", "cpu"))
+        self.model = str(self.config.get("graph", "main"))
+        self.host = host
+        self.segments = segments_of(host)
+        self.regions: dict[str, RuntimeManager] = {}
+        for seg in self.segments:
+            if seg.is_region:
+                graph, params = from_relax(tvm.IRModule({"main": seg.func}),
+                                           graph_name=f"{self.model}.{seg.name}")
+                self.regions[seg.name] = RuntimeManager(graph, params, {
+                    "runner": self.runner_name, "device": self.device,
+                    "runner_options": self.config.get("runner_options", {})})
+        self._host_vms: dict[str, Any] = {}
+        self._tools: dict[MSC_TOOL, ToolGroup] = {}
+
+    # -- what the partition did ------------------------------------------------------
+    @property
+    def graphs(self) -> list[MSCGraph]:
+        return [manager.graph for manager in self.regions.values()]
+
+    def partition_report(self) -> dict[str, Any]:
+        """How many regions run on the target, and which ops fell back to TVM."""
+        return {"target": self.runner_name, "regions": len(self.regions),
+                "host_segments": sum(not seg.is_region for seg in self.segments),
+                "order": [f"{seg.name}:{seg.target}" for seg in self.segments],
+                "fallback_ops": fallback_ops(self.host)}
+
+    # -- tools ------------------------------------------------------------------------
+    def create_tool(self, kind: MSC_TOOL | str, config: Mapping[str, Any] | None = None
+                    ) -> ToolGroup:
+        """One tool of ``kind`` over every region; per-layer entries of the config go to
+        the region holding the layer."""
+        kind = MSC_TOOL(kind)
+        if kind not in (MSC_TOOL.QUANTIZE, MSC_TOOL.COLLECT):
+            raise MSCError(f"a partitioned model takes quantize and collect tools; {kind.value} "
+                           "over several regions is not supported")
+        config = dict(config or {})
+        layers = dict(config.pop("layers", {}) or {})
+        held = {name for m in self.regions.values() for name in (n.name for n in m.graph.nodes)}
+        unknown = sorted(set(layers) - held)
+        if unknown:
+            raise MSCError(f"{kind.value} config: layers {unknown} are in no region of "
+                           f"{self.model!r}")
+        tools = {}
+        for name, manager in self.regions.items():
+            own = {k: v for k, v in layers.items() if k in manager.graph}
+            tools[name] = manager.create_tool(kind, {**config, **({"layers": own} if own else {})})
+        self._tools[kind] = ToolGroup(kind, tools, self.model)
+        return self._tools[kind]
+
+    def get_tool(self, kind: MSC_TOOL | str) -> ToolGroup:
+        kind = MSC_TOOL(kind)
+        if kind not in self._tools:
+            raise MSCError(f"no {kind.value} tool; call create_tool({kind.value!r}, config) first")
+        return self._tools[kind]
+
+    @property
+    def quant(self) -> QuantPlan:
+        plan: QuantPlan = {}
+        for manager in self.regions.values():
+            plan.update(manager.quant)
+        return plan
+
+    # -- building and running ---------------------------------------------------------
+    def load_model(self, reuse_weights: bool = False) -> None:
+        """Build every region on the target (with the tools' effect) and the host
+        segments on TVM (once: tools do not change them)."""
+        for manager in self.regions.values():
+            manager.load_model(reuse_weights)
+        for seg in self.segments:
+            if not seg.is_region and seg.name not in self._host_vms:
+                func = seg.func.with_attr("global_symbol", "main")
+                executable = tvm.compile(tvm.IRModule({"main": func}), target="llvm")
+                self._host_vms[seg.name] = relax.VirtualMachine(executable, tvm.cpu())
+        logger.debug("built %d regions on %s and %d host segments on tvm", len(self.regions),
+                     self.runner_name, len(self._host_vms))
+
+    def run(self, inputs: RunInputs) -> list[np.ndarray]:
+        """Run the model: each segment in order, values passed between them."""
+        main = self.host["main"]
+        arrays = _host_inputs(main, inputs)
+        env: dict[Any, Any] = dict(zip(main.params, arrays, strict=True))
+        for block in main.body.blocks:
+            for binding in block.bindings:
+                env[binding.var] = self._evaluate(binding.value, env)
+        result = _lookup(main.body.body, env)
+        values = list(result) if isinstance(result, tuple) else [result]
+        return [np.asarray(v) for v in values]
+
+    def _evaluate(self, value: relax.Expr, env: Mapping[Any, Any]) -> Any:
+        if isinstance(value, relax.Call) and isinstance(value.op, tvm.ir.GlobalVar):
+            name = value.op.name_hint
+            args = [_lookup(a, env) for a in value.args]
+            returns_tuple = isinstance(self.host[value.op].ret_ty, relax.TupleType)
+            if name in self.regions:
+                outputs = self.regions[name].run([np.asarray(a) for a in args])
+                return tuple(outputs) if returns_tuple else outputs[0]
+            out = self._host_vms[name]["main"](*[_to_tvm(a) for a in args])
+            return tuple(_from_tvm(o) for o in out) if returns_tuple else _from_tvm(out)
+        return _lookup(value, env)
+
+    def profile(self, repeat: int = 100, warmup: int = 10, batch: int = 1,
+                inputs: RunInputs | None = None) -> LatencyStats:
+        """Latency of one run of the whole model (every region and host segment)."""
+        main = self.host["main"]
+        arrays = (_host_inputs(main, inputs) if inputs is not None
+                  else _example_host_inputs(main, batch))
+        return profile_runner(cast(BaseRunner, _Chain(self)), arrays, repeat=repeat,
+                              warmup=warmup)
+
+    def export(self, folder: str | os.PathLike[str]) -> list[str]:
+        """One file per region graph (JSON + safetensors weights), the host module as
+        TVMScript, and each region's built artifact."""
+        folder = os.fspath(folder)
+        os.makedirs(folder, exist_ok=True)
+        written = [self._write_host(folder)]
+        suffix = {"tvm": ".so", "onnxruntime": ".onnx", "tensorrt": ".onnx",
+                  "torch": ".safetensors"}[self.runner_name]
+        for manager in self.regions.values():
+            path = os.path.join(folder, f"{manager.graph.name}.json")
+            manager.graph.export(path, params=manager.params)
+            written.append(path)
+            written.append(manager.export(os.path.join(folder, manager.graph.name + suffix)))
+        return written
+
+    def visualize(self, folder: str | os.PathLike[str], fmt: str = "prototxt") -> list[str]:
+        """One drawing per region graph (``prototxt`` or ``dot``) plus the host as
+        TVMScript, which shows where each region is called."""
+        folder = os.fspath(folder)
+        os.makedirs(folder, exist_ok=True)
+        written = [self._write_host(folder)]
+        for graph in self.graphs:
+            path = os.path.join(folder, f"{graph.name}.{fmt}")
+            graph.visualize(path)
+            written.append(path)
+        return written
+
+    def _write_host(self, folder: str) -> str:
+        path = os.path.join(folder, f"{self.model}.host.py")
+        atomic_write_text(path, self.host.script(show_meta=False))
+        return path
+
+
+def _lookup(expr: relax.Expr, env: Mapping[Any, Any]) -> Any:
+    if isinstance(expr, relax.Tuple):
+        return tuple(_lookup(f, env) for f in expr.fields)
+    if isinstance(expr, relax.TupleGetItem):
+        return _lookup(expr.tuple_value, env)[expr.index]
+    if expr in env:
+        return env[expr]
+    raise MSCError(f"partitioned run: the host reads {expr}, which no segment computed")
+
+
+def _to_tvm(array: np.ndarray) -> tvm.runtime.Tensor:
+    """A TVM tensor over ``array``'s memory when TVM can take it (C-contiguous, 64-byte
+    aligned), else a copy."""
+    array = np.ascontiguousarray(array)
+    if array.ctypes.data % 64 == 0:
+        return tvm.runtime.from_dlpack(array)
+    return tvm.runtime.tensor(array)
+
+
+def _from_tvm(tensor: tvm.runtime.Tensor) -> np.ndarray:
+    """A numpy view of a TVM CPU tensor (DLPack, no copy)."""
+    return np.from_dlpack(tensor)
+
+
+def _host_inputs(main: relax.Function, inputs: RunInputs) -> list[np.ndarray]:
+    names = [p.name for p in main.params]
+    if isinstance(inputs, Mapping):
+        missing = [n for n in names if n not in inputs]
+        if missing:
+            raise MSCError(f"run: missing inputs {missing} (model inputs: {names})")
+        values = [inputs[n] for n in names]
+    elif isinstance(inputs, np.ndarray | torch.Tensor):
+        values = [inputs]
+    else:
+        values = list(inputs)
+    if len(values) != len(names):
+        raise MSCError(f"run: got {len(values)} inputs, the model takes {len(names)}")
+    arrays = []
+    for param, value in zip(main.params, values, strict=True):
+        array = value.detach().cpu().numpy() if isinstance(value, torch.Tensor) else np.asarray(
+            value)
+        arrays.append(np.ascontiguousarray(array, dtype=str(param.ty.dtype)))
+    return arrays
+
+
+def _example_host_inputs(main: relax.Function, batch: int) -> list[np.ndarray]:
+    rng = np.random.default_rng(0)
+    arrays = []
+    for param in main.params:
+        shape = [int(d) if isinstance(d, tvm.tirx.IntImm) else batch for d in param.ty.shape]
+        arrays.append(rng.standard_normal(shape).astype(str(param.ty.dtype)))
+    return arrays

@@ -1,0 +1,127 @@
+"""Several MSCGraphs per module: a target's regions run on it, the ops it lacks on TVM."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import tvm
+from tvm import relax
+
+from mscgym.compiler import MSCError, msc_transform
+from mscgym.compiler.codegen import onnx_codegen
+from mscgym.compiler.normalize import normalize
+from mscgym.compiler.ops import SUPPORTED_OPS
+from mscgym.compiler.partition import fallback_ops, segments_of, target_ops
+from mscgym.runtime import PartitionedRuntimeManager, create_runtime_manager
+from mscgym.tools import MSC_TOOL
+
+
+class CumsumNet(torch.nn.Module):
+    """conv -> cumsum (a running sum over the width, as in cumulative features) -> conv,
+    linear: ONNX Runtime runs the convs and the linear, TVM the cumsum."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv1 = torch.nn.Conv2d(1, 8, 3, padding=1)
+        self.conv2 = torch.nn.Conv2d(8, 8, 3, padding=1)
+        self.fc = torch.nn.Linear(8 * 8 * 8, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = torch.relu(self.conv1(x))
+        x = torch.cumsum(x, dim=3) / 8.0
+        x = torch.relu(self.conv2(x))
+        return self.fc(x.flatten(1))
+
+
+@pytest.fixture(scope="module")
+def model() -> tuple:
+    torch.manual_seed(0)
+    net = CumsumNet().eval()
+    inputs = torch.randn(48, 1, 8, 8)
+    from tvm.relax.frontend.torch import from_exported_program
+
+    exported = torch.export.export(net, (inputs[:2],),
+                                   dynamic_shapes=({0: torch.export.Dim("batch", min=1)},))
+    mod, params = relax.frontend.detach_params(
+        from_exported_program(exported, keep_params_as_input=True))
+    return net, mod, params, inputs.numpy()
+
+
+def test_cumsum_is_an_op_the_onnx_codegen_cannot_emit() -> None:
+    assert "relax.cumsum" not in SUPPORTED_OPS
+    assert "cumsum" not in onnx_codegen._EMITTERS
+    assert "relax.cumsum" not in target_ops("onnxruntime")
+    assert "relax.nn.conv2d" in target_ops("tensorrt")  # TVM's own TensorRT patterns
+    assert target_ops("tvm") is None
+
+
+def test_onnxruntime_regions_around_a_tvm_cumsum_match_the_single_runner(
+        model: tuple, tmp_path: Path) -> None:
+    net, mod, params, inputs = model
+    host, graphs, config = msc_transform(mod, params, target="onnxruntime")
+    assert [f"{s.name}:{s.target}" for s in segments_of(host)] == [
+        "region0:onnxruntime", "tvm0:tvm", "region1:onnxruntime"]
+    assert len(graphs) == 2 and fallback_ops(host) == ["relax.cumsum"]
+
+    rt = create_runtime_manager(host, params, config)
+    assert isinstance(rt, PartitionedRuntimeManager)
+    report = rt.partition_report()
+    assert report["regions"] == 2 and report["fallback_ops"] == ["relax.cumsum"]
+    rt.load_model()
+    outputs = rt.run(inputs)
+
+    # the single runner: TVM builds the whole (unpartitioned) module
+    single = tvm.compile(normalize(mod, params), target="llvm")
+    vm = relax.VirtualMachine(single, tvm.cpu())
+    expected = vm["main"](tvm.runtime.tensor(inputs))[0].numpy()
+    np.testing.assert_allclose(outputs[0], expected, atol=1e-5, rtol=1e-5)
+    with torch.no_grad():
+        np.testing.assert_allclose(outputs[0], net(torch.from_numpy(inputs)).numpy(),
+                                   atol=1e-4, rtol=1e-4)
+    stats = rt.profile(repeat=5, warmup=1)
+    assert stats.repeat == 5 and stats.median_ms > 0 and stats.runner == "partitioned"
+
+    written = rt.visualize(tmp_path / "vis")
+    names = sorted(Path(p).name for p in written)
+    assert names == ["main.host.py", "main.region0.prototxt", "main.region1.prototxt"]
+    assert "cls.tvm0" in (tmp_path / "vis" / "main.host.py").read_text()
+    exported = {Path(p).name for p in rt.export(tmp_path / "export")}
+    assert {"main.region0.json", "main.region1.json", "main.region0.onnx",
+            "main.region1.onnx", "main.host.py"} <= exported
+
+
+def test_one_quantizer_strategy_over_every_region(model: tuple, tmp_path: Path) -> None:
+    net, mod, params, inputs = model
+    host, graphs, config = msc_transform(mod, params, target="onnxruntime")
+    rt = create_runtime_manager(host, params, config)
+    quantizer = rt.create_tool(MSC_TOOL.QUANTIZE, {"activation": {"method": "percentile"}})
+    rt.load_model()
+    while not quantizer.calibrated:
+        for i in range(0, 32, 16):
+            rt.run(inputs[i:i + 16])
+        quantizer.calibrate()
+    path = tmp_path / "msc_quantize.json"
+    quantizer.save_strategy(path)
+    rt.load_model(reuse_weights=True)
+    quantized = rt.run(inputs[32:])[0]
+
+    strategy = json.loads(path.read_text())
+    kernels = {n.name for g in graphs for n in g.nodes if n.optype.startswith("msc.")}
+    assert strategy["graph"] == "main" and set(strategy["strategy"]) == kernels
+    assert len(kernels) == 3 and set(rt.quant) == kernels  # conv1, conv2 and fc, one file
+    with torch.no_grad():
+        reference = net(torch.from_numpy(inputs[32:])).numpy()
+    assert not np.allclose(quantized, reference, atol=1e-5)  # int8 for real
+    assert np.abs(quantized - reference).max() < 0.1 * np.abs(reference).max()
+
+    # the same strategy file rebuilds the same quantized model in a new manager
+    again = create_runtime_manager(host, params, config)
+    again.create_tool(MSC_TOOL.QUANTIZE).load_strategy(path)
+    again.load_model()
+    np.testing.assert_allclose(again.run(inputs[32:])[0], quantized, atol=1e-6)
+    with pytest.raises(MSCError, match="no region"):
+        again.create_tool(MSC_TOOL.QUANTIZE, {"layers": {"conv9": {"skip": True}}})
