@@ -18,9 +18,11 @@ from typing import Any
 
 from mscgym.compiler.errors import MSCError
 from mscgym.records.policy import DEFAULT_TOLERANCES
+from mscgym.records.schema import RECORD_SCHEMA
 from mscgym.tasks.metrics import Metrics
 from mscgym.tasks.task import Task
 from mscgym.utils.files import atomic_write_text, read_json
+from mscgym.utils.schema import check_document
 
 SCHEMA = "mscgym.record"
 SCHEMA_VERSION = 1
@@ -107,6 +109,7 @@ class Record:
         for key in ("score", "seed"):
             if isinstance(data[key], bool) or not isinstance(data[key], int | float):
                 raise RecordError(f"{where}: key {key!r} must be a number, got {data[key]!r}")
+        check_document(data, RECORD_SCHEMA, RecordError, where)
         return cls(task=task, plan=data["plan"], strategies=data["strategies"], metrics=metrics,
                    score=float(data["score"]), seed=int(data["seed"]),
                    tolerances=data["tolerances"], versions=data["versions"],

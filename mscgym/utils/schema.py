@@ -1,0 +1,77 @@
+"""One way to declare and check the types of a JSON file: a JSON Schema per file kind.
+
+Every kind of file mscgym reads (records, pipeline configs, ...) declares its shape
+once, as a JSON Schema (draft 2020-12) next to the code that reads it, and
+:func:`check_document` checks a parsed document against it. The first violation
+becomes one error naming the file, the key path (``metrics.accuracy``) and what was
+expected, instead of a type error deep inside the code that uses the value.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import jsonschema
+from jsonschema.exceptions import ValidationError, best_match
+
+_TYPE_NAMES = {"object": "an object", "array": "a list", "string": "a string",
+               "integer": "an integer", "number": "a number", "boolean": "true or false",
+               "null": "null"}
+
+
+@functools.cache
+def _validator(schema_text: str) -> jsonschema.Draft202012Validator:
+    schema = json.loads(schema_text)
+    jsonschema.Draft202012Validator.check_schema(schema)
+    return jsonschema.Draft202012Validator(schema)
+
+
+def _key(path: Iterable[Any]) -> str:
+    text = ""
+    for part in path:
+        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
+    return text or "<top level>"
+
+
+def _short(value: Any, limit: int = 60) -> str:
+    text = json.dumps(value, sort_keys=True, default=str)
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+def _expected(error: ValidationError) -> str:
+    """What the schema wanted at the failing place, in words."""
+    if error.validator == "type":
+        kinds = error.validator_value
+        kinds = [kinds] if isinstance(kinds, str) else list(kinds)
+        return "expected " + " or ".join(_TYPE_NAMES.get(k, k) for k in kinds)
+    if error.validator in ("minimum", "exclusiveMinimum"):
+        strict = "> " if error.validator == "exclusiveMinimum" else ">= "
+        return f"expected a number {strict}{error.validator_value}"
+    if error.validator == "maximum":
+        return f"expected a number <= {error.validator_value}"
+    if error.validator == "const":
+        return f"expected {_short(error.validator_value)}"
+    if error.validator == "enum":
+        return f"expected one of {_short(error.validator_value)}"
+    if error.validator == "pattern":
+        return f"expected a string matching {error.validator_value}"
+    if error.validator == "minLength":
+        return "expected a non-empty string"
+    return error.message
+
+
+def check_document(document: Any, schema: Mapping[str, Any], error: type[Exception],
+                   where: str) -> None:
+    """Raise ``error("<where>: key '<path>': expected ..., got ...")`` at the first
+    place ``document`` violates ``schema``."""
+    validator = _validator(json.dumps(schema, sort_keys=True))
+    found = best_match(validator.iter_errors(document))
+    if found is None:
+        return
+    if found.validator == "required":
+        raise error(f"{where}: key {_key(found.absolute_path)!r}: {found.message}")
+    raise error(f"{where}: key {_key(found.absolute_path)!r}: {_expected(found)}, got "
+                f"{_short(found.instance)}")
