@@ -157,8 +157,10 @@ def format_summary(summary: dict[str, Any], source: str) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    if (args.target is None) == (args.model is None):
-        raise MSCError("give the model once: as NAME_OR_PATH or as --model")
+    if args.target is None and args.model is None:
+        raise MSCError("the following arguments are required: NAME_OR_PATH (or --model)")
+    if args.target is not None and args.model is not None:
+        raise MSCError("give the model once: as NAME_OR_PATH or as --model, not both")
     graph, params, source = load_target(args.target or args.model, input_shapes(args))
     summary = graph_summary(graph, params or None, batch=args.batch)
     for out, suffix in ((args.prototxt, ".prototxt"), (args.dot, ".dot")):
