@@ -23,7 +23,7 @@ from mscgym.runtime.runner import RunnerUnavailableError
 from mscgym.tasks.scorers import SCORERS
 from mscgym.tasks.task import TOOLS, Task
 from mscgym.utils.files import atomic_write_text
-from mscgym.utils.paths import output_arg
+from mscgym.utils.paths import exclusive_output, output_arg
 
 NAME = "search"
 
@@ -158,11 +158,13 @@ def format_summary(task: Task, result: SearchResult, path: str) -> str:
 def run(args: argparse.Namespace) -> int:
     options = _agent_options(args)
     agent = create_agent(args.agent, **options)
-    task = build_task(args)
-    result = agent.search(task, args.budget)
-    path = result.best_record.save(args.record)
-    if args.history is not None:
-        atomic_write_text(args.history, json.dumps(result.to_json(), indent=1, sort_keys=True))
+    with exclusive_output(args.record, "--record"):  # a second search on it is refused
+        task = build_task(args)
+        result = agent.search(task, args.budget)
+        path = result.best_record.save(args.record)
+        if args.history is not None:
+            atomic_write_text(args.history, json.dumps(result.to_json(), indent=1,
+                                                       sort_keys=True))
     print(format_summary(task, result, path))
     return 0
 

@@ -12,8 +12,10 @@ make mscgym write elsewhere.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import fcntl
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Literal
 
 from mscgym.errors import MSCError
@@ -119,3 +121,37 @@ def check_storage_url(url: str, what: str = "storage") -> str:
                                   "does not exist")
         check_output_path(database, f"{what} {url!r}: SQLite file")
     return url
+
+
+@contextlib.contextmanager
+def exclusive_output(path: str | os.PathLike[str], what: str) -> Iterator[str]:
+    """Hold ``<path>.lock`` (an OS file lock, released even if the process dies) while
+    a long job produces ``path``: a second job writing the same output is refused at
+    once instead of running for minutes and silently overwriting the first's result."""
+    target = check_output_path(path, what)
+    lock_path = f"{target}.lock"
+    os.makedirs(os.path.dirname(lock_path), exist_ok=True)
+    while True:
+        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o666)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            owner = os.pread(fd, 64, 0).decode(errors="replace").strip() or "?"
+            os.close(fd)
+            raise OutputPathError(f"{what} {os.fspath(path)}: another process (pid {owner}) is "
+                                  "writing it now; wait for it or choose another path") from None
+        try:
+            same = os.path.samestat(os.fstat(fd), os.stat(lock_path))
+        except FileNotFoundError:
+            same = False
+        if same:
+            break
+        os.close(fd)  # the holder removed the lock file as we opened it: take a fresh one
+    try:
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, str(os.getpid()).encode(), 0)
+        yield target
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(lock_path)
+        os.close(fd)
