@@ -52,6 +52,7 @@ from mscgym.compiler.quant_spec import (
     LayerQuant,
     QuantParams,
     QuantPlan,
+    fused_output,
     is_global_average_pool,
     output_points,
 )
@@ -372,7 +373,12 @@ class _Builder:
         if (node.optype in _KERNELS and layer is not None and layer.input is not None
                 and layer.weight is not None and layer.input.bits == layer.weight.bits == 8):
             params = self.downstream_params(node.output.name)
-            if params is not None and params.bits == 8:
+            # A relu/clip behind the kernel whose consumers quantize with zero point at the
+            # range's minimum folds into their Q (ONNX Runtime's ReluQuantFusion /
+            # ClipQuantFusion): the kernel already ends in a Q, another pair only costs.
+            folds = (fused_output(self.graph, node) != node.output.name and params is not None
+                     and params.zero_point[0] == params.qrange[0])
+            if params is not None and params.bits == 8 and not folds:
                 self.value[node.output.name] = self.quantize_tensor(node.output.name, params)
 
 
