@@ -116,6 +116,23 @@ def test_deleting_the_strategy_file_makes_the_gym_search_again(
     assert strategy_file.exists()
 
 
+def test_a_stage_is_measured_and_searched_on_its_own_target(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    config = {"profile": {"repeat": 3, "warmup": 1}, "compile": {"target": "onnxruntime"},
+              "quantize": {"target": "tvm", "gym": [{"record": "best.json",
+                                                     "env": {"strategy": "distill_loss"},
+                                                     "agent": {"type": "grid", "budget": 1}}]}}
+    processor = create_msc_processor("digits-cnn", config)
+    report = processor.run()
+    processor.close()
+    rows = {row["stage"]: row for row in report["stages"]}
+    assert rows["quantize"]["runner"] == "tvm"
+    assert rows["baseline"]["runner"] == rows["finalize"]["runner"] == "onnxruntime"
+    record = json.loads((tmp_path / "msc_workspace" / "gym" / "best.json").read_text())
+    assert record["task"]["runner"] == "tvm"
+
+
 def test_verbose_takes_msc_levels_and_agent_types_come_from_the_registry(
         tmp_path: Path) -> None:
     from mscgym.pipeline.config import validate_config
