@@ -26,7 +26,7 @@ from onnx import numpy_helper
 from tvm import relax
 
 from mscgym.compiler.errors import MSCError, UnsupportedOpError
-from mscgym.compiler.frontend.onnx_rnn import rewrite_rnns
+from mscgym.compiler.frontend.onnx_rnn import RNN_OPS, rewrite_rnns
 from mscgym.compiler.graph import MSCGraph
 from mscgym.compiler.graph_translator import Params, from_relax
 from mscgym.compiler.normalize import named_const
@@ -285,13 +285,16 @@ def _label(node: onnx.NodeProto) -> str:
     return node.name or f"{node.op_type}:{node.output[0]}"
 
 
-def _check_importer_ops(model: onnx.ModelProto, where: str) -> None:
-    """Every node whose op type TVM's importer has no converter for, in one error."""
+def _check_importer_ops(model: onnx.ModelProto, where: str, rewritten: Sequence[str] = ()
+                        ) -> None:
+    """Every node whose op type TVM's importer has no converter for (and that is not one of
+    the ``rewritten`` op types normalization replaces), in one error."""
     from tvm.relax.frontend.onnx.onnx_frontend import _get_convert_map
 
-    known = set(_get_convert_map()) | {"If", "Constant"}
+    known = set(_get_convert_map()) | {"If", "Constant", *rewritten}
     missing = [(f"ONNX {n.op_type} (no converter in TVM's ONNX importer)", _label(n))
-               for n in model.graph.node if n.op_type not in known]
+               for n in model.graph.node
+               if n.op_type not in known or n.domain not in ("", "ai.onnx")]
     if missing:
         raise UnsupportedOpError.of(missing, where)
 
@@ -314,6 +317,7 @@ def from_onnx(
         graph_name = (os.path.splitext(os.path.basename(os.fspath(path_or_model)))[0]
                       if isinstance(path_or_model, str | os.PathLike)
                       else model.graph.name or "onnx")
+    _check_importer_ops(model, where, RNN_OPS)
     model = normalize_onnx(model, input_shapes, where)
     opset = _opset(model)
     _check_importer_ops(model, where)

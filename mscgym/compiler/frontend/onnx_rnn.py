@@ -260,8 +260,10 @@ def _rewrite_node(node: onnx.NodeProto, graph: onnx.GraphProto, opset: int,
     linear_before_reset = bool(_attr(node, "linear_before_reset", 0))
     initial_h, initial_c = inputs[5], (inputs[6] if op_type == "LSTM" else "")
     peepholes = inputs[7] if op_type == "LSTM" else ""
-    if layout:
+    if layout:  # batch-first tensors -> ONNX's layout 0 (sequence or direction first)
         x = em.op("Transpose", [x], "X_seq_first", perm=[1, 0, 2])
+        initial_h, initial_c = (em.op("Transpose", [s], f"{s}_dir_first", perm=[1, 0, 2])
+                                if s else s for s in (initial_h, initial_c))
     ys, hs, cs = [], [], []
     for d in range(num_dir):
         reverse = direction == "reverse" or d == 1
