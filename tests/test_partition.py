@@ -123,5 +123,9 @@ def test_one_quantizer_strategy_over_every_region(model: tuple, tmp_path: Path) 
     again.create_tool(MSC_TOOL.QUANTIZE).load_strategy(path)
     again.load_model()
     np.testing.assert_allclose(again.run(inputs[32:])[0], quantized, atol=1e-6)
-    with pytest.raises(MSCError, match="no region"):
+    with pytest.raises(MSCError, match=r"layers \[.conv9.\] are in no region"):
         again.create_tool(MSC_TOOL.QUANTIZE, {"layers": {"conv9": {"skip": True}}})
+    shared = {n.name for n in graphs[0].nodes} & {n.name for n in graphs[1].nodes}
+    assert shared == {"relu"}  # an unnamed op in both regions: refused, never guessed
+    with pytest.raises(MSCError, match="in more than one region"):
+        again.create_tool(MSC_TOOL.QUANTIZE, {"layers": {"relu": {"skip": True}}})

@@ -254,12 +254,8 @@ class ToolGroup:
     def set_strategy(self, strategy: Mapping[str, Any]) -> None:
         """Hand each region the entries of the layers it holds; a layer in no region is
         an error naming it."""
-        owners = {layer: region for region, tool in self.tools.items()
-                  for layer in (n.name for n in tool.graph.nodes)}
-        unknown = sorted(set(strategy) - set(owners))
-        if unknown:
-            raise MSCError(f"{self.kind.value} strategy names layers {unknown} that no region "
-                           f"of {self.model!r} holds")
+        owners = layer_owners({region: tool.graph for region, tool in self.tools.items()},
+                              strategy, f"{self.kind.value} strategy of {self.model!r}")
         for region, tool in self.tools.items():
             tool.set_strategy({k: v for k, v in strategy.items() if owners[k] == region})
 
@@ -284,6 +280,24 @@ class ToolGroup:
             raise MSCError(f"strategy file {os.fspath(path)}: expected a {self.kind.value} "
                            "strategy ({'tool', 'version', 'graph', 'strategy'})")
         self.set_strategy(document["strategy"])
+
+
+def layer_owners(graphs: Mapping[str, MSCGraph], layers: Sequence[str] | Mapping[str, Any],
+                 where: str) -> dict[str, str]:
+    """The region holding each of ``layers``; a layer no region holds, or one whose name
+    two regions share (a node without a source name, e.g. an unnamed ``relu``), is an
+    error naming it."""
+    holders: dict[str, list[str]] = {}
+    for region, graph in graphs.items():
+        for node in graph.nodes:
+            holders.setdefault(node.name, []).append(region)
+    unknown = sorted(name for name in layers if name not in holders)
+    if unknown:
+        raise MSCError(f"{where}: layers {unknown} are in no region")
+    shared = {name: holders[name] for name in layers if len(holders[name]) > 1}
+    if shared:
+        raise MSCError(f"{where}: layer names {shared} are in more than one region")
+    return {name: holders[name][0] for name in layers}
 
 
 class _Chain:
@@ -351,14 +365,11 @@ class PartitionedRuntimeManager:
                            "over several regions is not supported")
         config = dict(config or {})
         layers = dict(config.pop("layers", {}) or {})
-        held = {name for m in self.regions.values() for name in (n.name for n in m.graph.nodes)}
-        unknown = sorted(set(layers) - held)
-        if unknown:
-            raise MSCError(f"{kind.value} config: layers {unknown} are in no region of "
-                           f"{self.model!r}")
+        owners = layer_owners({name: m.graph for name, m in self.regions.items()}, layers,
+                              f"{kind.value} config of {self.model!r}")
         tools = {}
         for name, manager in self.regions.items():
-            own = {k: v for k, v in layers.items() if k in manager.graph}
+            own = {k: v for k, v in layers.items() if owners[k] == name}
             tools[name] = manager.create_tool(kind, {**config, **({"layers": own} if own else {})})
         self._tools[kind] = ToolGroup(kind, tools, self.model)
         return self._tools[kind]
