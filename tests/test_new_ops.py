@@ -271,12 +271,25 @@ def test_clip_from_onnx_is_one_clip_in_every_codegen() -> None:
     assert [n.op_type for n in exported.graph.node] == ["Conv", "Clip"]
 
 
-def test_unsqueeze_of_a_constant_runs_in_torch_codegen() -> None:
-    nodes = [helper.make_node("Unsqueeze", ["k", "axes"], ["u"]),
-             helper.make_node("Mul", ["x", "u"], ["y"])]
-    model = _model(nodes, {"x": [2, 3, 4]}, ["y"],
-                   {"k": _x(3, 4), "axes": np.array([0], np.int64)}, opset=13)
-    _check_onnx(model, {"x": _x(2, 3, 4)})
+def test_unsqueeze_of_a_constant_runs_in_every_codegen() -> None:
+    """expand_dims whose operand is a constant (no graph input): the torch codegen took
+    the operand's rank from an input it does not have (IndexError)."""
+    from mscgym.compiler.graph_translator import from_relax
+
+    bb = relax.BlockBuilder()
+    x = relax.Var("x", relax.TensorType((2, 3, 4), "float32"))
+    with bb.function("main", [x]):
+        with bb.dataflow():
+            table = bb.emit(relax.op.expand_dims(relax.const(_x(3, 4)), [0]))
+            out = bb.emit_output(relax.op.multiply(x, table))
+        bb.emit_func_output(out)
+    graph, params = from_relax(bb.get())
+    node = next(n for n in graph.nodes if n.optype == "expand_dims")
+    assert not node.inputs and node.args[0]["kind"] == "weight"
+    value = _x(2, 3, 4)
+    want = value * params[node.weights[node.args[0]["role"]].name][None]
+    for runner, got in _run_everywhere(graph, params, [value]).items():
+        _close(got, want, runner)
 
 
 # --------------------------------------------------------------------------------------
