@@ -5,6 +5,9 @@ Two sources, so no run ever downloads anything:
 * ``digits``: the 1,797 8x8 handwritten digits of ``sklearn.datasets.load_digits``, split
   80/20 (stratified, fixed seed) into a train split (training and calibration) and a
   labelled test split (accuracy).
+* ``digits32``: the same split with every image upsampled bilinearly to 32x32, so
+  CIFAR-sized networks (ResNet-20, MobileNetV2) run where latency is in milliseconds and
+  accuracy is still measured on labels.
 * ``sample_crops``: 224x224 crops at fixed offsets from the two photos of
   ``sklearn.datasets.load_sample_images``. They have no labels; they exist so ImageNet-sized
   models can be calibrated and their distillation loss measured on real image statistics.
@@ -18,6 +21,8 @@ from functools import cache
 import numpy as np
 from sklearn.datasets import load_digits, load_sample_images
 from sklearn.model_selection import train_test_split
+from torch import from_numpy
+from torch.nn.functional import interpolate
 
 from mscgym.utils.hashing import arrays_hash
 
@@ -90,6 +95,29 @@ def digits() -> ZooData:
         train_labels=_read_only(np.ascontiguousarray(y_train)),
         eval_inputs=_read_only(np.ascontiguousarray(x_test, dtype=np.float32)),
         eval_labels=_read_only(np.ascontiguousarray(y_test)),
+    )
+
+
+DIGITS32_SIZE = 32
+
+
+def _upsample(images: np.ndarray, size: int) -> np.ndarray:
+    """Bilinear (half-pixel centres, as ONNX Resize) upsampling of NCHW float32 images."""
+    resized = interpolate(from_numpy(np.array(images)), size=(size, size), mode="bilinear",
+                          align_corners=False)
+    return _read_only(np.ascontiguousarray(resized.numpy(), dtype=np.float32))
+
+
+@cache
+def digits32() -> ZooData:
+    """Return the digits split upsampled to 32x32 (same samples, labels and normalization)."""
+    small = digits()
+    return ZooData(
+        name="digits32",
+        train_inputs=_upsample(small.train_inputs, DIGITS32_SIZE),
+        train_labels=small.train_labels,
+        eval_inputs=_upsample(small.eval_inputs, DIGITS32_SIZE),
+        eval_labels=small.eval_labels,
     )
 
 

@@ -21,6 +21,9 @@ IMAGENET_SETTINGS = [
     (6, 320, 1, 1),
 ]
 DIGITS_SETTINGS = [(1, 16, 1, 1), (4, 24, 2, 2), (4, 32, 2, 1)]
+# A narrow MobileNetV2 for 32x32 inputs: CIFAR practice keeps the stem at stride 1; two
+# downsamplings (32 -> 16 -> 8) with torchvision's expand ratio 6.
+DIGITS32_SETTINGS = [(1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 1), (6, 64, 3, 2), (6, 96, 2, 1)]
 
 
 class ConvBNReLU6(nn.Sequential):
@@ -122,5 +125,17 @@ def digits_mobilenet() -> MobileNetV2:
         stem_channels=16,
         stem_stride=1,
         last_channels=64,
+        num_classes=10,
+    )
+
+
+def digits32_mobilenet() -> MobileNetV2:
+    """Small MobileNetV2 for 1x32x32 digits: stride-1 stem, five stages, 512-channel head."""
+    return MobileNetV2(
+        DIGITS32_SETTINGS,
+        in_channels=1,
+        stem_channels=32,
+        stem_stride=1,
+        last_channels=512,
         num_classes=10,
     )

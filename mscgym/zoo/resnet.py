@@ -102,3 +102,22 @@ def digits_resnet() -> ResNet:
         stem_maxpool=False,
         num_classes=10,
     )
+
+
+def cifar_resnet20(width: int = 16, in_channels: int = 1, num_classes: int = 10) -> ResNet:
+    """CIFAR-style ResNet-20 (He et al. 2016, section 4.2) for 32x32 inputs.
+
+    Three stages of three BasicBlocks at ``width``, 2x and 4x channels on 32x32, 16x16 and
+    8x8 maps (19 convolutions plus the classifier); the shortcuts that change shape are
+    1x1 conv+BN (option B) so every layer is a plain Conv the tools can prune and quantize.
+    The paper's width is 16.
+    """
+    return ResNet(
+        [(width, 3, 1), (2 * width, 3, 2), (4 * width, 3, 2)],
+        in_channels=in_channels,
+        stem_channels=width,
+        stem_kernel=3,
+        stem_stride=1,
+        stem_maxpool=False,
+        num_classes=num_classes,
+    )
