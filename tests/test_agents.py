@@ -125,7 +125,7 @@ def test_grid_keeps_the_best_choice_of_earlier_layers(small_task: Task) -> None:
     check_result(small_task, result, 11)
     dims = [d.name for d in small_task.space]
     assert [h["phase"] for h in result.history] == (
-        ["uniform"] * 3 + [f"sweep:{d}" for d in dims for _ in range(2)])
+        ["baseline"] + ["uniform"] * 2 + [f"sweep:{d}" for d in dims for _ in range(2)])
     sweep_invariant(result)
     best_uniform = max(result.history[:3], key=lambda h: (h["score"], -h["step"]))
     assert best_uniform["plan"] != small_task.space.baseline_plan()
@@ -146,7 +146,9 @@ def test_greedy_never_worse_than_baseline(task: Task, small_task: Task) -> None:
     assert result.best_score >= task.score(task.baseline)
     sweep_invariant(result)
     uniform = create_agent("greedy", start=1, progress=False).search(small_task, 6)
-    assert set(uniform.history[0]["plan"].values()) == {"int8_tensor_minmax"}
+    assert uniform.history[0]["plan"] == small_task.space.baseline_plan()
+    assert set(uniform.history[1]["plan"].values()) == {"int8_tensor_minmax"}
+    assert uniform.history[1]["phase"] == "start"
     sweep_invariant(uniform)
 
 
@@ -201,9 +203,9 @@ def test_ppo_learns_a_few_hundred_steps(small_task: Task) -> None:
     env = CompressionEnv(small_task, mode="layerwise")
     result = create_agent("rl", seed=0, progress=False).search(env, 50)
     check_result(small_task, result, 50)
-    assert result.extra["train_episodes"] == 49
-    assert result.extra["timesteps"] == 49 * len(small_task.space)
-    assert [h["phase"] for h in result.history] == ["train"] * 49 + ["policy"]
+    assert result.extra["train_episodes"] == 48
+    assert result.extra["timesteps"] == 48 * len(small_task.space)
+    assert [h["phase"] for h in result.history] == ["baseline"] + ["train"] * 48 + ["policy"]
     assert result.cache_stats["hits"] > 0
     again = [create_agent("rl", seed=3, progress=False).search(small_task, 9) for _ in range(2)]
     assert [h["plan"] for h in again[0].history] == [h["plan"] for h in again[1].history]
@@ -219,3 +221,89 @@ def test_tensorboard_logs(task: Task, tmp_path) -> None:
     for tag in ("reward", "best_score", "metrics/latency_ms", "cache/hit_rate"):
         assert tag in tags
     assert [e.step for e in events.Scalars("reward")] == [0, 1, 2, 3]
+
+
+@pytest.fixture(scope="module")
+def hurt_task() -> Task:
+    """Every compressed plan scores below the baseline (the score rewards a large model)."""
+    return Task("digits-cnn", "quantize", profile_repeat=2, profile_warmup=1,
+                quant_choices=SMALL_CHOICES, scorer="weighted",
+                scorer_options={"weights": {"size": -1.0}})
+
+
+@pytest.mark.parametrize("name", ["grid", "random", "greedy", "optuna", "rl"])
+def test_agents_start_from_the_baseline_and_never_report_worse(hurt_task: Task,
+                                                                name: str) -> None:
+    result = create_agent(name, seed=4, progress=False).search(hurt_task, 6)
+    baseline = hurt_task.space.baseline_plan()
+    assert result.history[0]["plan"] == baseline
+    assert result.history[0]["phase"] == "baseline"
+    assert all(h["score"] < result.baseline_score for h in result.history[1:])
+    assert result.best_plan == baseline
+    assert result.best_score == result.baseline_score
+    assert not result.beat_baseline
+    assert "no plan beat the baseline" in result.summary()
+    assert result.to_json()["beat_baseline"] is False
+    assert result.to_json()["baseline_metrics"] == hurt_task.baseline.to_json()
+
+
+def test_counters_add_up_on_a_fresh_task() -> None:
+    """Real evaluations plus cache hits are the plans: the baseline is a counted step."""
+    fresh = Task("digits-mlp", "quantize", profile_repeat=2, profile_warmup=1,
+                 quant_choices=SMALL_CHOICES)
+    result = create_agent("grid", mode="coarse", progress=False).search(fresh, 7)
+    history = result.history
+    assert result.evaluations == sum(not h["cached"] for h in history)
+    assert result.evaluations + result.cache_stats["hits"] == len(history) == 7
+    assert fresh.evaluations == result.evaluations
+    assert not history[0]["cached"]
+
+
+def test_resumed_study_scores_against_the_stored_baseline(tmp_path) -> None:
+    """A fresh task (as in a new process) adopts the baseline stored with the study, so
+    latency-based scores of old trials and the summary stay what they were."""
+    storage = f"sqlite:///{tmp_path / 'study.db'}"
+
+    def fresh() -> Task:
+        return Task("digits-mlp", "quantize", profile_repeat=3, profile_warmup=1,
+                    quant_choices=SMALL_CHOICES)
+
+    first_task = fresh()
+    first = create_agent("optuna", storage=storage, study_name="r", seed=0,
+                         progress=False).search(first_task, 3)
+    study = optuna.load_study(study_name="r", storage=storage)
+    assert study.user_attrs["mscgym_baseline"] == first_task.baseline.to_json()
+    second_task = fresh()
+    second = create_agent("optuna", storage=storage, study_name="r", seed=0,
+                          progress=False).search(second_task, 5)
+    assert second_task.baseline.to_json() == first_task.baseline.to_json()
+    assert second.baseline_score == first.baseline_score
+    assert [h["score"] for h in second.history[:3]] == [h["score"] for h in first.history]
+    assert second.history[0]["plan"] == second_task.space.baseline_plan()
+    assert second.evaluations <= 2
+
+
+def test_optuna_params_are_choice_values_users_can_continue(small_task: Task,
+                                                            tmp_path) -> None:
+    storage = f"sqlite:///{tmp_path / 'study.db'}"
+    create_agent("optuna", storage=storage, study_name="v", seed=0,
+                 progress=False).search(small_task, 5)
+    study = optuna.load_study(study_name="v", storage=storage)
+    for trial in study.trials:
+        assert trial.params == trial.user_attrs["plan"]
+        assert set(trial.params.values()) <= set(SMALL_CHOICES)
+    assert study.trials[0].params == small_task.space.baseline_plan()
+
+    def objective(trial: optuna.Trial) -> float:
+        plan = {d.name: trial.suggest_categorical(d.name, list(d.choices))
+                for d in small_task.space}
+        return small_task.score(small_task.evaluate(plan))
+
+    study.optimize(objective, n_trials=3)
+    assert len(study.trials) == 8
+    importances = optuna.importance.get_param_importances(study)
+    assert set(importances) == {d.name for d in small_task.space}
+    resumed = create_agent("optuna", storage=storage, study_name="v", seed=0,
+                           progress=False).search(small_task, 9)
+    assert [h["phase"] for h in resumed.history[:8]] == ["resumed"] * 8
+    assert [h["plan"] for h in resumed.history[5:8]] == [t.params for t in study.trials[5:8]]

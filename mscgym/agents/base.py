@@ -30,7 +30,8 @@ class SearchResult:
     and ``phase`` (which part of the agent proposed it). ``pareto`` holds the history
     entries no other entry dominates on ``objectives``, whatever the agent.
     ``evaluations`` counts real (uncached) task evaluations, the baseline's included
-    when this search had to measure it. ``baseline_score`` is the uncompressed plan's.
+    when this search had to measure it. ``baseline_score`` is the uncompressed plan's,
+    ``baseline_metrics`` the measurement every score is relative to.
     """
 
     best_plan: dict[str, Any]
@@ -43,9 +44,23 @@ class SearchResult:
     cache_stats: dict[str, Any]
     wall_seconds: float
     baseline_score: float = 0.0
+    baseline_metrics: Metrics | None = None
     agent: str = ""
     budget: int = 0
     extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def beat_baseline(self) -> bool:
+        """Whether some plan scored strictly better than the uncompressed baseline."""
+        return self.best_score > self.baseline_score
+
+    def summary(self) -> str:
+        """One line on the outcome that says plainly when nothing beat the baseline."""
+        if self.beat_baseline:
+            return (f"best score {self.best_score:.4g} beats the baseline's "
+                    f"{self.baseline_score:.4g}")
+        return (f"no plan beat the baseline (score {self.baseline_score:.4g}) in "
+                f"{len(self.history)} plans; the best plan is the uncompressed model")
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -61,6 +76,9 @@ class SearchResult:
             "cache_stats": self.cache_stats,
             "wall_seconds": self.wall_seconds,
             "baseline_score": self.baseline_score,
+            "baseline_metrics": (None if self.baseline_metrics is None
+                                 else self.baseline_metrics.to_json()),
+            "beat_baseline": self.beat_baseline,
             "extra": self.extra,
         }
 
@@ -97,13 +115,28 @@ class Agent(abc.ABC):
     def search(self, task_or_env: Any, budget: int) -> SearchResult:
         """Search ``task_or_env`` (a Task or a CompressionEnv) with at most ``budget`` plans."""
         task = resolve_task(task_or_env)
+        self._prepare(task)
         evaluator = Evaluator(task, budget, agent=self.name, progress=self.progress,
                               logdir=self.logdir)
         try:
+            self._start(task, evaluator)
             extra = self._run(task, evaluator)
         finally:
             evaluator.close()
         return self._result(task, evaluator, extra or {})
+
+    def _prepare(self, task: Task) -> None:  # noqa: B027 - a hook, empty by default
+        """Before the search: adopt a baseline stored by an earlier run (resumed studies
+        and sweeps override this), so old and new plans are scored against one baseline."""
+
+    def _start(self, task: Task, evaluator: Evaluator) -> None:
+        """The first step of every search: the no-compression plan.
+
+        Whatever an agent proposes afterwards, its best is then never worse than the
+        baseline (ties keep the earlier plan), and the baseline's measurement is a
+        counted step rather than a hidden extra evaluation.
+        """
+        evaluator.evaluate_baseline()
 
     @abc.abstractmethod
     def _run(self, task: Task, evaluator: Evaluator) -> dict[str, Any] | None:
@@ -144,6 +177,7 @@ class Agent(abc.ABC):
             cache_stats=evaluator.cache_stats(),
             wall_seconds=evaluator.wall_seconds,
             baseline_score=evaluator.baseline_score,
+            baseline_metrics=task.baseline,
             agent=self.name,
             budget=evaluator.budget,
             extra=extra,

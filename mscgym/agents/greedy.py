@@ -1,6 +1,7 @@
 """Greedy layer-by-layer search from the baseline (or a uniform) plan.
 
-It evaluates the start plan, then runs :func:`mscgym.agents.sweep.coordinate_sweep`:
+It evaluates the start plan (the baseline, every agent's first step, by default), then
+runs :func:`mscgym.agents.sweep.coordinate_sweep`:
 for each dimension in space order, every choice with the other dimensions at their
 current best, keeping the best; passes repeat until one changes nothing or the
 budget is spent. Starting from the baseline (the default), the result is never
@@ -35,13 +36,12 @@ class GreedyAgent(Agent):
 
     def _run(self, task: Task, evaluator: Evaluator) -> dict[str, Any]:
         sizes = task.space.sizes
-        if self.start == "baseline":
-            plan = task.space.baseline_plan()
-        else:
+        if self.start != "baseline":
             if self.start >= max(sizes):
                 raise MSCError(f"greedy agent: start index {self.start} is out of range; the "
                                f"largest dimension has {max(sizes)} choices")
             plan = task.space.decode(uniform_indices(sizes, int(self.start)))
-        evaluator.evaluate(plan, phase="start")
+            if not evaluator.done and not evaluator.seen(plan):
+                evaluator.evaluate(plan, phase="start")
         coordinate_sweep(task, evaluator)
         return {}

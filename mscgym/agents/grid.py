@@ -52,7 +52,9 @@ class GridAgent(Agent):
             for indices in itertools.product(*(range(s) for s in task.space.sizes)):
                 if evaluator.done:
                     break
-                evaluator.evaluate(task.space.decode(indices), phase="grid")
+                plan = task.space.decode(indices)
+                if not evaluator.seen(plan):  # the baseline, evaluated first
+                    evaluator.evaluate(plan, phase="grid")
         else:
             sizes = task.space.sizes
             for k in range(max(sizes)):

@@ -1,23 +1,27 @@
-"""Optuna search: TPE (default), GP, CMA-ES or NSGA-II over the space's choice indices.
+"""Optuna search: TPE (default), GP, CMA-ES or NSGA-II over the space's choices.
 
-Each dimension is one Optuna parameter named after it whose values are choice
-indices: categorical where the choices are labels (quantization schemes), an
-integer range where they are all numbers (densities, temperatures, ...) and so
-ordered; CMA-ES, which only models numbers, always gets integer ranges. Every
-sampler is seeded. TPE, GP and CMA-ES maximize the task's score; NSGA-II maximizes
-the task's two objectives (quality, speed-up), and the result's best is still the
-best score.
+Each dimension is one Optuna parameter named after it, a ``CategoricalDistribution``
+over the dimension's choice values (``"int8_channel_minmax"``, ``0.5``, ...), so a
+study reads like the plans it holds: ``trial.params`` is a plan, and a user can
+``optuna.load_study(...)`` and go on with ``study.optimize`` in their own code
+(``trial.suggest_categorical(name, choices)``), or plot it with ``optuna.visualization``.
+CMA-ES models only numbers, so it alone gets integer ranges over choice indices. Every
+sampler is seeded. TPE, GP and CMA-ES maximize the task's score; NSGA-II maximizes the
+task's two objectives (quality, speed-up), and the result's best is still the best score.
 
-The baseline plan is enqueued as the first trial of a new study, so the search
-always measures the uncompressed reference and the samplers see it.
+The baseline plan is the first trial of a new study, so the search always measures the
+uncompressed reference and the samplers see it; its measurement is stored with the
+study (user attribute ``mscgym_baseline``), so a resumed study scores old and new plans
+against the same baseline instead of a newly measured one.
 
 With ``storage`` (e.g. ``"sqlite:///search.db"``) the study is persisted and
 reopened (``load_if_exists``) under ``study_name`` (by default one derived from the
 task), so a killed search resumes: the study's finished trials count toward the
 budget, in trial order (the first ``budget`` of them where the study holds more),
-and only the remaining ones run; their metrics come from
-the trial (stored as a user attribute), so they are not measured again. Trials a
-killed process left running are marked failed. One process at a time per study.
+and only the remaining ones run; their metrics come from the trial (stored as a user
+attribute), so they are not measured again; trials a user added without metrics are
+measured. Trials a killed process left running are marked failed. One process at a
+time per study.
 """
 
 from __future__ import annotations
@@ -41,10 +45,6 @@ from mscgym.tasks.task import Task
 from mscgym.utils.paths import check_storage_url
 
 SAMPLERS = ("tpe", "gp", "cmaes", "nsga2")
-
-
-def _numeric(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool)
 
 
 class OptunaAgent(Agent):
@@ -88,15 +88,32 @@ class OptunaAgent(Agent):
                            ) from None
 
     def distributions(self, task: Task) -> dict[str, BaseDistribution]:
-        """One Optuna distribution over choice indices per dimension (see module doc)."""
+        """One Optuna distribution per dimension (see the module docstring)."""
         dists: dict[str, BaseDistribution] = {}
         for dim in task.space:
-            ordered = self.sampler == "cmaes" or all(_numeric(c) for c in dim.choices)
-            if ordered:
+            if self.sampler == "cmaes":
                 dists[dim.name] = IntDistribution(0, len(dim.choices) - 1)
             else:
-                dists[dim.name] = CategoricalDistribution(list(range(len(dim.choices))))
+                dists[dim.name] = CategoricalDistribution(list(dim.choices))
         return dists
+
+    def _params(self, task: Task, plan: Mapping[str, Any]) -> dict[str, Any]:
+        """The trial params that stand for ``plan``."""
+        if self.sampler == "cmaes":
+            return dict(zip([d.name for d in task.space], task.space.encode(plan), strict=True))
+        return dict(task.space.validate(plan))
+
+    def _plan(self, task: Task, trial: Any) -> dict[str, Any]:
+        """The plan trial params stand for; params of another space are a clear error."""
+        params = trial.params
+        missing = [d.name for d in task.space if d.name not in params]
+        if missing:
+            raise MSCError(f"optuna trial {trial.number} has no params for {missing[:3]}"
+                           f"{'...' if len(missing) > 3 else ''}; it was not made for this "
+                           "task's search space")
+        if self.sampler == "cmaes":
+            return task.space.decode([params[d.name] for d in task.space])
+        return task.space.validate({d.name: params[d.name] for d in task.space})
 
     def _open_study(self, task: Task) -> tuple[optuna.Study, str]:
         identity = fingerprint(task.describe())
@@ -121,38 +138,53 @@ class OptunaAgent(Agent):
                            f"study_name or storage")
         return study, name
 
-    def _resume(self, study: optuna.Study, task: Task, evaluator: Evaluator) -> int:
-        """Take the study's finished trials as the first steps; return how many."""
+    def _prepare(self, task: Task) -> None:
+        self._study, self._name = self._open_study(task)
+        stored = self._study.user_attrs.get("mscgym_baseline")
+        if stored is not None:
+            task.adopt_baseline(Metrics.from_json(stored))
+
+    def _start(self, task: Task, evaluator: Evaluator) -> None:
+        """Take the study's finished trials as the first steps, then the baseline plan
+        unless a resumed trial was it (a new study's first trial always is)."""
+        study = self._study
         for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
             study.tell(trial.number, state=TrialState.FAIL)
         finished = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
         for trial in finished[:evaluator.budget]:
-            plan = task.space.decode([trial.params[d.name] for d in task.space])
+            plan = self._plan(task, trial)
             stored = trial.user_attrs.get("metrics")
             if stored is None:
                 evaluator.evaluate(plan, phase="resumed")
             else:
                 evaluator.record(plan, Metrics.from_json(stored), cached=True, phase="resumed")
-        return min(len(finished), evaluator.budget)
+        self._resumed = min(len(finished), evaluator.budget)
+        baseline = task.space.baseline_plan()
+        if not evaluator.done and not evaluator.seen(baseline):
+            study.enqueue_trial(self._params(task, baseline))
+            self._ask_and_tell(study, task, evaluator, baseline=True)
+        if "mscgym_baseline" not in study.user_attrs:
+            study.set_user_attr("mscgym_baseline", task.baseline.to_json())
+
+    def _ask_and_tell(self, study: optuna.Study, task: Task, evaluator: Evaluator,
+                      baseline: bool = False) -> None:
+        """One trial: ask the sampler (or the enqueued baseline), evaluate, tell."""
+        trial = study.ask(self.distributions(task))
+        try:
+            if baseline:
+                entry = evaluator.evaluate_baseline()
+            else:
+                entry = evaluator.evaluate(self._plan(task, trial), phase=self.sampler)
+        except BaseException:
+            study.tell(trial, state=TrialState.FAIL)
+            raise
+        trial.set_user_attr("plan", entry["plan"])
+        trial.set_user_attr("metrics", entry["metrics"])
+        trial.set_user_attr("score", entry["score"])
+        study.tell(trial, entry["objectives"] if self.multi_objective else entry["score"])
 
     def _run(self, task: Task, evaluator: Evaluator) -> dict[str, Any]:
-        study, name = self._open_study(task)
-        if not study.trials:
-            study.enqueue_trial(dict(zip(
-                [d.name for d in task.space], task.space.encode(task.space.baseline_plan()),
-                strict=True)))
-        resumed = self._resume(study, task, evaluator)
-        dists = self.distributions(task)
         while not evaluator.done:
-            trial = study.ask(dists)
-            try:
-                plan = task.space.decode([trial.params[d.name] for d in task.space])
-                entry = evaluator.evaluate(plan, phase=self.sampler)
-            except BaseException:
-                study.tell(trial, state=TrialState.FAIL)
-                raise
-            trial.set_user_attr("plan", entry["plan"])
-            trial.set_user_attr("metrics", entry["metrics"])
-            trial.set_user_attr("score", entry["score"])
-            study.tell(trial, entry["objectives"] if self.multi_objective else entry["score"])
-        return {"study_name": name, "resumed_trials": resumed, "sampler": self.sampler}
+            self._ask_and_tell(self._study, task, evaluator)
+        return {"study_name": self._name, "resumed_trials": self._resumed,
+                "sampler": self.sampler}

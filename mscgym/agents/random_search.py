@@ -46,5 +46,7 @@ class RandomAgent(Agent):
             if number in drawn:
                 continue
             drawn.add(number)
-            evaluator.evaluate(task.space.decode(decode_index(number, sizes)), phase="random")
+            plan = task.space.decode(decode_index(number, sizes))
+            if not evaluator.seen(plan):  # the baseline, evaluated first
+                evaluator.evaluate(plan, phase="random")
         return {}

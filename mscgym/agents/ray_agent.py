@@ -21,7 +21,7 @@ from mscgym.agents.base import Agent, SearchResult
 from mscgym.agents.evaluator import Evaluator
 from mscgym.tasks.task import Task
 from mscgym.tune.deps import check_ray
-from mscgym.tune.sweep import SweepSettings, run_trials
+from mscgym.tune.sweep import SweepSettings, experiment_path, run_trials, stored_baseline
 
 
 class RayAgent(Agent):
@@ -45,6 +45,17 @@ class RayAgent(Agent):
             progress=progress)
         super().__init__(seed=seed, progress=progress, logdir=logdir,
                          options=self.settings.to_json())
+
+    def _prepare(self, task: Task) -> None:
+        """A resumed sweep scores against the baseline its first run stored."""
+        if self.settings.resume:
+            stored = stored_baseline(experiment_path(task, self.settings))
+            if stored is not None:
+                task.adopt_baseline(stored)
+
+    def _start(self, task: Task, evaluator: Evaluator) -> None:
+        """Nothing here: the sweep's first trial is the baseline plan (Tune's
+        ``points_to_evaluate``), measured in a worker like every other trial."""
 
     def _run(self, task: Task, evaluator: Evaluator) -> dict[str, Any]:
         return run_trials(task, evaluator, self.settings)

@@ -14,7 +14,9 @@ again it is reported in the result's ``extra["failed_trials"]`` (plan and error)
 never silently dropped. With ``resume=True`` an experiment found under
 ``storage_path``/``name`` is restored (``Tuner.restore``, errored trials retried)
 instead of started again: its finished trials count as the first steps (recorded as
-cached, phase ``resumed``) and only the missing ones run. The experiment name defaults
+cached, phase ``resumed``) and only the missing ones run, scored against the baseline
+the first run stored in the experiment folder (``mscgym_baseline.json``), not against
+a newly measured one. The experiment name defaults
 to one derived from the task, so resuming needs no name; a fresh sweep under an
 existing name replaces that experiment's state (its old trial folders stay). On a
 cluster, every node needs mscgym, the zoo cache and any model file at the same path.
@@ -22,6 +24,7 @@ cluster, every node needs mscgym, the zoo cache and any model file at the same p
 
 from __future__ import annotations
 
+import json
 import numbers
 import os
 from collections.abc import Mapping
@@ -36,6 +39,7 @@ from mscgym.tune.deps import check_ray, import_tune
 from mscgym.tune.space import config_plan, plan_config, search_space
 from mscgym.tune.spec import TaskSpec, task_spec
 from mscgym.tune.trainable import evaluate_trial
+from mscgym.utils.files import atomic_write_text, read_json
 
 if TYPE_CHECKING:
     from mscgym.agents.base import SearchResult
@@ -182,6 +186,35 @@ def _tuner(task: Task, spec: TaskSpec, settings: SweepSettings, num_samples: int
                        run_config=run_config), path, False)
 
 
+BASELINE_FILE = "mscgym_baseline.json"
+"""The driver's baseline metrics, kept in the experiment folder so a resumed sweep scores
+its old and new trials (and the summary) against one baseline."""
+
+
+def experiment_path(task: Task, settings: SweepSettings) -> str:
+    """Where Tune keeps this sweep's experiment (its storage path and name)."""
+    tune = import_tune()
+    run_config = tune.RunConfig(name=experiment_name(task, settings),
+                                storage_path=settings.storage_path)
+    return os.path.join(run_config.storage_path, run_config.name)
+
+
+def stored_baseline(path: str) -> Metrics | None:
+    """The baseline an earlier run of the experiment at ``path`` measured, if any."""
+    file = os.path.join(path, BASELINE_FILE)
+    if "://" in path or not os.path.isfile(file):
+        return None
+    return Metrics.from_json(read_json(file, MSCError, "sweep baseline"))
+
+
+def _store_baseline(path: str, baseline: Metrics) -> None:
+    if "://" in path:
+        return
+    os.makedirs(path, exist_ok=True)
+    atomic_write_text(os.path.join(path, BASELINE_FILE),
+                      json.dumps(baseline.to_json(), indent=1, sort_keys=True))
+
+
 def _error_text(error: BaseException) -> str:
     """The last line of a trial's error (Ray wraps it in the worker's traceback)."""
     lines = [line for line in str(error).strip().splitlines() if line.strip()]
@@ -206,6 +239,8 @@ def run_trials(task: Task, evaluator: Evaluator, settings: SweepSettings) -> dic
     check_ray()
     ensure_ray(settings)
     tuner, path, restored = _tuner(task, spec, settings, evaluator.budget)
+    if not restored or stored_baseline(path) is None:
+        _store_baseline(path, task.baseline)
     finished_before: set[str] = set()
     if restored:
         for result in tuner.get_results():
