@@ -436,6 +436,16 @@ class Task:
                 self._baseline = self.evaluate(self.space.baseline_plan())
         return self._baseline
 
+    def adopt_baseline(self, metrics: Metrics) -> None:
+        """Score against ``metrics``, a baseline measured earlier (stored with a study,
+        sweep or record), instead of measuring it again: plans scored in another process
+        keep their scores. Where the baseline is a plan of the space, the cache answers
+        that plan with the same measurement."""
+        self._baseline = metrics
+        plan = self.space.baseline_plan()
+        if self.tool != "distill" and (self.tool == "prune" or self.float_fallback):
+            self.cache.put(self.plan_key(plan), {"metrics": metrics.to_json(), "strategies": {}})
+
     def score(self, metrics: Metrics) -> float:
         return self.scorer.score(metrics, self.baseline)
 
