@@ -15,7 +15,7 @@ from mscgym.compiler import MSCError, msc_transform
 from mscgym.compiler.codegen import onnx_codegen
 from mscgym.compiler.normalize import normalize
 from mscgym.compiler.ops import SUPPORTED_OPS
-from mscgym.compiler.partition import fallback_ops, segments_of, target_ops
+from mscgym.compiler.partition import fallback_ops, partition, segments_of, target_ops
 from mscgym.runtime import PartitionedRuntimeManager, create_runtime_manager
 from mscgym.tools import MSC_TOOL
 
@@ -57,6 +57,17 @@ def test_cumsum_is_an_op_the_onnx_codegen_cannot_emit() -> None:
     assert "relax.cumsum" not in target_ops("onnxruntime")
     assert "relax.nn.conv2d" in target_ops("tensorrt")  # TVM's own TensorRT patterns
     assert target_ops("tvm") is None
+
+
+def test_tensorrt_partition_follows_tvms_tensorrt_patterns(model: tuple) -> None:
+    _, mod, params, _ = model
+    host = partition(normalize(mod, params), "tensorrt")
+    assert [f"{s.name}:{s.target}" for s in segments_of(host)] == [
+        "region0:tensorrt", "tvm0:tvm", "region1:tensorrt"]
+    host = partition(normalize(mod, params), "tvm")  # TVM runs every op MSCGraph holds
+    assert [f"{s.name}:{s.target}" for s in segments_of(host)] == [
+        "region0:tvm", "tvm0:tvm", "region1:tvm"]
+    assert fallback_ops(host) == ["relax.cumsum"]
 
 
 def test_onnxruntime_regions_around_a_tvm_cumsum_match_the_single_runner(

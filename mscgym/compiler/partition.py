@@ -9,9 +9,9 @@ Runtime the ONNX codegen's op table, TensorRT the patterns of TVM's own
 The partition walks the function's bindings in order (a topological order) and cuts it
 into maximal runs of same-placed bindings, so every segment only reads values of the
 segments before it. The result is an ordinary Relax module, the *host*: one function per
-segment (attribute ``msc_target`` says where it runs) and a ``main`` that calls them in
-order; built by TVM alone it computes the same as the input, and
-:func:`segments_of` reads the segments back from it.
+segment (attributes: ``msc_target``, where it runs; ``msc_region``, whether it is a
+region) and a ``main`` that calls them in order. Built by TVM alone it computes the same
+as the input, and :func:`segments_of` reads the segments back from it.
 """
 
 from __future__ import annotations
@@ -30,6 +30,9 @@ HOST = "tvm"
 """Where the calls no region takes run."""
 TARGET_ATTR = "msc_target"
 """Function attribute of a segment: the runner it is meant for (``tvm`` for the host)."""
+REGION_ATTR = "msc_region"
+"""Function attribute of a segment: 1 for a region (an MSCGraph), 0 for host code."""
+_REGION, _HOST = "region", "host"
 _EVERY_OP = None
 
 
@@ -74,10 +77,7 @@ class Segment:
     target: str
     func: relax.Function
     ops: tuple[str, ...]
-
-    @property
-    def is_region(self) -> bool:
-        return self.target != HOST
+    is_region: bool
 
 
 def _op_name(value: relax.Expr) -> str | None:
@@ -86,22 +86,21 @@ def _op_name(value: relax.Expr) -> str | None:
     return None
 
 
-def _place(bindings: Sequence[relax.Binding], supports: Callable[[str], bool],
-           target: str) -> list[str]:
-    """Where each binding runs. A call goes by its op; a tuple item follows the call
-    it reads (a multi-output op and its items stay together); anything else (tuples,
-    aliases) joins the binding before it."""
+def _place(bindings: Sequence[relax.Binding], supports: Callable[[str], bool]) -> list[str]:
+    """Where each binding runs (a region or the host). A call goes by its op; a tuple
+    item follows the call it reads (a multi-output op and its items stay together);
+    anything else (tuples, aliases) joins the binding before it."""
     placed: list[str] = []
     producer: dict[relax.Var, str] = {}
     for binding in bindings:
         value = binding.value
         op = _op_name(value)
         if op is not None:
-            where = target if supports(op) else HOST
+            where = _REGION if supports(op) else _HOST
         elif isinstance(value, relax.TupleGetItem) and value.tuple_value in producer:
             where = producer[value.tuple_value]
         else:
-            where = placed[-1] if placed else target
+            where = placed[-1] if placed else _REGION
         producer[binding.var] = where
         placed.append(where)
     return placed
@@ -116,7 +115,7 @@ def _free_vars(exprs: Iterable[relax.Expr]) -> list[relax.Var]:
 
 
 def _segment_function(name: str, bindings: Sequence[relax.Binding], inputs: list[relax.Var],
-                      outputs: list[relax.Var], target: str) -> relax.Function:
+                      outputs: list[relax.Var], target: str, region: bool) -> relax.Function:
     """A function of ``bindings``: parameters bind the values it reads, it returns the
     values later segments read (a tuple when more than one)."""
     params = [relax.Var(var.name, var.ty) for var in inputs]
@@ -125,7 +124,7 @@ def _segment_function(name: str, bindings: Sequence[relax.Binding], inputs: list
     out = relax.Var(f"{name}_out", _type_of(result))
     block = relax.DataflowBlock([*aliases, *bindings, relax.VarBinding(out, result)])
     func = relax.Function(params, relax.SeqExpr([block], out), _type_of(result))
-    func = func.with_attr(TARGET_ATTR, target)
+    func = func.with_attr(TARGET_ATTR, target).with_attr(REGION_ATTR, int(region))
     mod = relax.transform.CanonicalizeBindings()(tvm.IRModule({name: func}))
     return relax.utils.copy_with_new_vars(mod[name]).with_attr("global_symbol", name)
 
@@ -149,7 +148,7 @@ def partition(mod: tvm.IRModule, target: str, entry_name: str = "main") -> tvm.I
     if not all(isinstance(b, relax.VarBinding) for b in bindings):
         raise MSCError(f"partition: {entry_name!r} has match_cast bindings, which regions "
                        "cannot split")
-    placed = _place(bindings, region_supports(target), target)
+    placed = _place(bindings, region_supports(target))
     runs: list[tuple[str, list[relax.VarBinding]]] = []
     for binding, where in zip(bindings, placed, strict=True):
         if runs and runs[-1][0] == where:
@@ -172,7 +171,7 @@ def partition(mod: tvm.IRModule, target: str, entry_name: str = "main") -> tvm.I
     builder = relax.BlockBuilder()
     params = [relax.Var(p.name, p.ty) for p in func.params]
     env: dict[relax.Var, relax.Expr] = dict(zip(func.params, params, strict=True))
-    counts = {"region": 0, HOST: 0}
+    counts = {_REGION: 0, _HOST: 0}
     with builder.function("main", params):
         with builder.dataflow():
             for i, (where, run) in enumerate(runs):
@@ -182,10 +181,10 @@ def partition(mod: tvm.IRModule, target: str, entry_name: str = "main") -> tvm.I
                 outputs = [v for v in defined[i] if v in needed_after[i]]
                 if not outputs:
                     continue  # nothing after it reads this segment
-                kind = HOST if where == HOST else "region"
-                name = f"{kind}{counts[kind]}"
-                counts[kind] += 1
-                seg = _segment_function(name, run, inputs, outputs, where)
+                name = f"{'region' if where == _REGION else HOST}{counts[where]}"
+                counts[where] += 1
+                seg = _segment_function(name, run, inputs, outputs,
+                                        target if where == _REGION else HOST, where == _REGION)
                 gvar = builder.add_func(seg, name)
                 call = builder.emit(relax.Call(gvar, [env[v] for v in inputs]))
                 if len(outputs) == 1:
@@ -231,7 +230,7 @@ def segments_of(host: tvm.IRModule) -> list[Segment]:
                 relax.analysis.post_order_visit(func, lambda e, ops=ops: ops.append(
                     str(e.op.name)) if _op_name(e) is not None else None)
                 segments.append(Segment(value.op.name_hint, str(func.attrs[TARGET_ATTR]),
-                                        func, tuple(ops)))
+                                        func, tuple(ops), bool(int(func.attrs[REGION_ATTR]))))
     return segments
 
 
