@@ -140,3 +140,17 @@ def test_one_quantizer_strategy_over_every_region(model: tuple, tmp_path: Path) 
     assert shared == {"relu"}  # an unnamed op in both regions: refused, never guessed
     with pytest.raises(MSCError, match="in more than one region"):
         again.create_tool(MSC_TOOL.QUANTIZE, {"layers": {"relu": {"skip": True}}})
+
+
+def test_tensors_cross_between_tvm_and_numpy_without_copies() -> None:
+    from mscgym.runtime.manager import _from_tvm, _to_tvm
+
+    tensor = tvm.runtime.tensor(np.arange(64, dtype=np.float32).reshape(4, 16))
+    view = _from_tvm(tensor)
+    assert view[1, 0] == 16.0
+    back = _to_tvm(view)  # TVM allocates 64-byte aligned: the same memory comes back
+    assert np.shares_memory(view, _from_tvm(back))
+    unaligned = np.arange(65, dtype=np.float32)[1:]  # 4 bytes past an aligned start
+    copied = _to_tvm(unaligned)
+    assert not np.shares_memory(unaligned, _from_tvm(copied))
+    np.testing.assert_array_equal(_from_tvm(copied), unaligned)
