@@ -226,6 +226,9 @@ def test_onnx_sum_of_several_tensors_matches_ort() -> None:
     model = _model([node], {"a": [2, 3, 4], "b": [2, 3, 4], "c": [2, 3, 4]}, ["y"])
     graph = _check_onnx(model, {"a": _x(2, 3, 4), "b": _x(2, 3, 4), "c": _x(2, 3, 4)})
     assert "stack" in _optypes(graph)
+    graph, params = from_onnx(model)
+    ops = [n.op_type for n in to_onnx(graph, params).graph.node]
+    assert ops.count("Sum") == 1 and "ReduceSum" not in ops and "Concat" not in ops
 
 
 def test_dropout_is_removed_at_normalization() -> None:

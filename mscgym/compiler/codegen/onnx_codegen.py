@@ -115,6 +115,7 @@ class _Builder:
         self.value: dict[str, str] = {}  # MSC tensor -> ONNX value its float consumers read
         self.qdq: dict[tuple[str, QuantParams], str] = {}
         self.weight_inputs: dict[str, str] = {}
+        self.fused: set[str] = set()  # nodes an earlier node's emitter already wrote
         self.outputs = output_points(graph, quant)  # fused output tensor -> params
 
     # -- names, constants, nodes ---------------------------------------------------------
@@ -697,6 +698,9 @@ def _reshape(b: _Builder, node: MSCNode) -> None:
 
 
 def _broadcast_to(b: _Builder, node: MSCNode) -> None:
+    if tuple(_shape_arg(node)) == tuple(b.source(node).shape):  # e.g. the inputs of Sum
+        b.emit("Identity", [b.x(node)], node.name, _out(node))
+        return
     b.emit("Expand", [b.x(node), _shape_operand(b, node, _shape_arg(node), keep=1)],
            node.name, _out(node))
 
@@ -886,10 +890,35 @@ def _pad(b: _Builder, node: MSCNode) -> None:
            _out(node), mode="constant")
 
 
+def _stack_sum(b: _Builder, node: MSCNode, axis: int) -> MSCNode | None:
+    """The float ``sum`` over the stacked axis that is the stack's only use, if any: TVM
+    imports ONNX Sum (of several tensors) as that pair, which is one ONNX Sum again."""
+    if node.output.name in b.graph.output_names or b.layer(node) is not None:
+        return None
+    consumers = b.graph.find_consumers(node.output.name)
+    if len(consumers) != 1:
+        return None
+    reduce = consumers[0]
+    axes = reduce.attrs.get("axis")
+    rank = node.output.ndim
+    if (reduce.optype != "sum" or b.layer(reduce) is not None or axes is None
+            or [int(a) % rank for a in axes] != [axis % rank]
+            or reduce.attrs.get("keepdims", False)
+            or reduce.output.dtype != node.output.dtype):
+        return None
+    return reduce
+
+
 def _stack(b: _Builder, node: MSCNode) -> None:
     items = node.args[0]["items"] if node.args[0]["kind"] == "tuple" else node.args
     axis = node.attrs.get("axis")
     axis = 0 if axis is None else int(axis)
+    total = _stack_sum(b, node, axis)
+    if total is not None:
+        b.emit("Sum", [b.operand(node, item, node.output.dtype) for item in items], total.name,
+               _out(total))
+        b.fused.add(total.name)
+        return
     where = b.ints(f"{node.name}/axes", [axis])
     parts = [b.emit("Unsqueeze", [b.operand(node, item, node.output.dtype), where],
                     f"{node.name}/Unsqueeze") for item in items]
@@ -1109,7 +1138,8 @@ def to_onnx(
         emitter = _EMITTERS.get(node.optype)
         if emitter is None or not known:
             raise UnsupportedOpError(node.optype, node.name, _WHERE)
-        emitter(builder, node)
+        if node.name not in builder.fused:
+            emitter(builder, node)
         builder.finish_node(node)
     outputs = [_value_info(builder, t) for t in graph.get_outputs()]
     onnx_graph = helper.make_graph(builder.nodes, graph.name, inputs, outputs,
