@@ -136,6 +136,27 @@ def test_onnx_resize_matches_ort(mode: str, coordinate: str, nearest: str | None
     assert "image.resize2d" in _optypes(graph)
 
 
+@pytest.mark.parametrize(("size_in", "size_out"), [((8, 6), (4, 3)), ((5, 6), (10, 12))])
+def test_relax_round_half_to_even_resize_runs_in_every_codegen(
+        size_in: tuple[int, int], size_out: tuple[int, int]) -> None:
+    """Relax's ``round`` (half to even) has no ONNX nearest_mode; the ONNX codegen picks the
+    mode that selects the same pixels at these sizes (downscaling by 2 hits ties)."""
+    from mscgym.compiler.graph_translator import from_relax
+
+    bb = relax.BlockBuilder()
+    x = relax.Var("x", relax.TensorType((1, 2, *size_in), "float32"))
+    with bb.function("main", [x]):
+        with bb.dataflow():
+            out = bb.emit_output(relax.op.image.resize2d(
+                x, size_out, method="nearest_neighbor", rounding_method="round",
+                coordinate_transformation_mode="half_pixel"))
+        bb.emit_func_output(out)
+    graph, params = from_relax(bb.get())
+    outs = _run_everywhere(graph, params, [_x(1, 2, *size_in)])
+    for runner in ("torch", "onnx"):
+        _close(outs[runner], outs["tvm"], runner)
+
+
 @pytest.mark.parametrize(("coordinate", "alpha", "exclude"), [
     ("half_pixel", -0.75, 0), ("half_pixel", -0.5, 1), ("align_corners", -0.75, 0),
     ("asymmetric", -0.75, 1)])
