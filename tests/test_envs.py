@@ -8,7 +8,9 @@ import pytest
 from gymnasium.utils.env_checker import check_env
 
 import mscgym
+from mscgym.compiler.errors import MSCError
 from mscgym.envs.compression_env import CompressionEnv
+from mscgym.envs.features import FEATURES
 from mscgym.tasks.spaces import DENSITY_CHOICES, float_range
 from mscgym.tasks.task import Task
 
@@ -98,3 +100,48 @@ def test_zero_distill_loss_scores_without_dividing(quantize_task: Task) -> None:
     for name in ("distill_loss", "latency_under_accuracy", "weighted", "accuracy"):
         value = get_scorer(name).score(perfect, perfect)
         assert np.isfinite(value)
+
+
+def test_async_vector_env_with_the_default_start_method() -> None:
+    """The parent builds nothing heavy before forking the workers, so none deadlocks."""
+    envs = gym.make_vec("msc/Quantize-v0", num_envs=2, vectorization_mode="async",
+                        model="digits-mlp", **FAST)
+    try:
+        assert envs.unwrapped.single_action_space == gym.spaces.Discrete(9)
+        obs, _ = envs.reset(seed=0)
+        assert obs.shape == (2, len(FEATURES))
+        finished = np.zeros(2, dtype=bool)
+        for _ in range(3):
+            obs, reward, terminated, truncated, info = envs.step(np.array([1, 8]))
+            finished |= terminated
+        assert finished.all()
+        assert reward[0] != reward[1]
+        assert all(np.isfinite(reward))
+    finally:
+        envs.close()
+
+
+def test_layerwise_env_from_arguments_defers_the_task() -> None:
+    env = gym.make("msc/Prune-v0", model="digits-mlp", **FAST)
+    assert env.unwrapped._task is None
+    env.reset(seed=0)
+    assert env.unwrapped._task is not None
+
+
+def test_render_modes(quantize_task: Task) -> None:
+    with pytest.raises(MSCError, match="render_mode"):
+        CompressionEnv(quantize_task, render_mode="human")
+    assert CompressionEnv(quantize_task).render() is None
+    env = CompressionEnv(quantize_task, render_mode="ansi")
+    env.reset(seed=0)
+    env.step(1)
+    text = env.render()
+    dims = list(quantize_task.space)
+    assert f"step 1/{len(dims)}" in text
+    assert f"{dims[0].name} = {dims[0].choices[env.choice_index(0, 1)]}" in text
+    assert f"{len(dims) - 1} dimensions still to choose" in text
+    for _ in dims[1:]:
+        env.step(0)
+    assert "score" in env.render()
+    made = gym.make("msc/Quantize-v0", render_mode="ansi", **FAST)
+    assert made.unwrapped.render_mode == "ansi"

@@ -9,17 +9,59 @@ what grid and Bayesian search want. Spaces stay within what stable-baselines3 ta
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import gymnasium as gym
 import numpy as np
+import torch
 from gymnasium import spaces
 
 from mscgym.compiler.errors import MSCError
 from mscgym.envs.features import FEATURES, layer_features
-from mscgym.tasks.task import Task
+from mscgym.tasks.spaces import DENSITY_CHOICES, QUANT_CHOICES
+from mscgym.tasks.task import DISTILL_CHOICES, Task
 
 MODES = ("layerwise", "oneshot")
+
+_FORKED = False
+"""Whether this process is a fork of another (set in the child by ``os.register_at_fork``)."""
+
+
+def _mark_forked() -> None:
+    global _FORKED
+    _FORKED = True
+
+
+os.register_at_fork(after_in_child=_mark_forked)
+
+
+def _fork_safe_threads() -> None:
+    """In a forked process, run torch single-threaded before it does any work.
+
+    GNU OpenMP (torch's CPU thread pool) is not fork-safe: a child forked from a process
+    whose OpenMP workers had started waits forever at the first parallel region for
+    threads that do not exist in it. Vector env workers are processes already, so one
+    thread each loses nothing.
+    """
+    if _FORKED and torch.get_num_threads() != 1:
+        torch.set_num_threads(1)
+
+
+def _choices_bound(tool: str, task_kwargs: dict[str, Any]) -> int:
+    """An upper bound on the choices of any dimension a task with these arguments has.
+
+    The layer-wise action space is ``Discrete`` of this bound, known before the task is
+    built: quantization choices (plus float), densities and distillation knobs (a
+    larger dimension is refused when the task is built). Actions map proportionally onto each
+    dimension's own choices, so every choice stays reachable.
+    """
+    sizes = [*(len(c) for c in DISTILL_CHOICES.values())]
+    if tool in ("quantize", "compress"):
+        sizes.append(len(tuple(task_kwargs.get("quant_choices", QUANT_CHOICES))) + 1)
+    if tool in ("prune", "compress"):
+        sizes.append(len(tuple(task_kwargs.get("densities", DENSITY_CHOICES))))
+    return max(sizes)
 
 
 class CompressionEnv(gym.Env):
@@ -28,9 +70,21 @@ class CompressionEnv(gym.Env):
     Construct it from a :class:`Task` or from the task's arguments (``model``,
     ``tool``, ``scorer``, ``runner``, ...). ``budget`` caps the number of plans the
     environment will evaluate; further episodes end truncated with reward 0.
+
+    Built from arguments in layer-wise mode, the task (model translation, calibration,
+    profiling) is built on first use (``reset`` or ``.task``), not in the constructor:
+    ``gym.make_vec(..., vectorization_mode="async")`` constructs one env in the parent
+    to read the spaces and then forks the workers, and a parent that had already started
+    torch's, TVM's and ONNX Runtime's thread pools would hand the forked workers locks
+    that no thread will ever release. The one-shot form needs the number of layers for
+    its ``MultiDiscrete`` action space, so it builds the task at once. A worker forked from
+    a process whose torch thread pool already ran builds and runs with one torch thread
+    (see :func:`_fork_safe_threads`).
+
+    ``render_mode="ansi"``: ``render()`` returns the plan chosen so far as text.
     """
 
-    metadata = {"render_modes": []}
+    metadata = {"render_modes": ["ansi"]}
 
     def __init__(
         self,
@@ -41,30 +95,66 @@ class CompressionEnv(gym.Env):
         mode: str = "layerwise",
         budget: int | None = None,
         seed: int | None = None,
+        render_mode: str | None = None,
         **task_kwargs: Any,
     ) -> None:
         if mode not in MODES:
             raise MSCError(f"unknown env mode {mode!r}; expected one of {list(MODES)}")
+        if render_mode is not None and render_mode not in self.metadata["render_modes"]:
+            raise MSCError(f"unknown render_mode {render_mode!r}; expected None or one of "
+                           f"{self.metadata['render_modes']}")
         task_kwargs.setdefault("profile_repeat", 20)
-        self.task = task if task is not None else Task(model, tool, **task_kwargs)
+        self.render_mode = render_mode
         self.mode = mode
         self.budget = budget
-        self.dims = list(self.task.space)
-        self._sizes = self.task.space.sizes
-        self._table = layer_features(self.task)
-        self._max_choices = max(self._sizes)
-        low = np.zeros(len(FEATURES), dtype=np.float32)
-        high = np.ones(len(FEATURES), dtype=np.float32)
-        self.observation_space = spaces.Box(low, high, dtype=np.float32)
-        if mode == "layerwise":
-            self.action_space = spaces.Discrete(self._max_choices)
-        else:
-            self.action_space = spaces.MultiDiscrete(self._sizes)
+        self._task = task
+        self._task_args = (model, tool, task_kwargs)
         self._step = 0
         self._indices: list[int] = []
         self._evaluated: set[str] = set()
+        self._last_score: float | None = None
+        self._features: np.ndarray | None = None
+        low = np.zeros(len(FEATURES), dtype=np.float32)
+        high = np.ones(len(FEATURES), dtype=np.float32)
+        self.observation_space = spaces.Box(low, high, dtype=np.float32)
+        if task is not None:
+            self._max_choices = max(task.space.sizes)
+        else:
+            self._max_choices = _choices_bound(tool, task_kwargs)
+        if mode == "layerwise":
+            self.action_space = spaces.Discrete(self._max_choices)
+        else:
+            self.action_space = spaces.MultiDiscrete(self.task.space.sizes)
         if seed is not None:
             self.reset(seed=seed)
+
+    @property
+    def task(self) -> Task:
+        """The task behind the env, built on first use (see the class docstring)."""
+        if self._task is None:
+            model, tool, task_kwargs = self._task_args
+            _fork_safe_threads()
+            task = Task(model, tool, **task_kwargs)
+            if max(task.space.sizes) > self._max_choices:
+                raise MSCError(f"task {tool}/{model} has a dimension with "
+                               f"{max(task.space.sizes)} choices, more than the "
+                               f"{self._max_choices} actions of this env")
+            self._task = task
+        return self._task
+
+    @property
+    def dims(self) -> list[Any]:
+        return list(self.task.space)
+
+    @property
+    def _sizes(self) -> list[int]:
+        return self.task.space.sizes
+
+    @property
+    def _table(self) -> np.ndarray:
+        if self._features is None:
+            self._features = layer_features(self.task)
+        return self._features
 
     # -- helpers ----------------------------------------------------------------------
     def choice_index(self, dim_index: int, action: int) -> int:
@@ -90,7 +180,25 @@ class CompressionEnv(gym.Env):
         self._evaluated.add(key)
         metrics = self.task.evaluate(plan)
         score = self.task.score(metrics)
+        self._last_score = score
         return score, False, {"plan": plan, "metrics": metrics.to_json(), "score": score}
+
+    def render(self) -> str | None:
+        """With ``render_mode="ansi"``: the plan chosen so far, one dimension a line."""
+        if self.render_mode is None:
+            return None
+        dims = self.dims
+        lines = [f"{self.task.tool} {self.task.source.model_id}: step {self._step}/"
+                 f"{len(dims)}"]
+        for dim, index in zip(dims, self._indices, strict=False):
+            choice = dim.choices[index]
+            mark = "" if choice == dim.baseline else "  *"
+            lines.append(f"  {dim.name} = {choice}{mark}")
+        if len(self._indices) < len(dims):
+            lines.append(f"  ({len(dims) - len(self._indices)} dimensions still to choose)")
+        elif self._last_score is not None:
+            lines.append(f"  score {self._last_score:.4g}")
+        return "\n".join(lines) + "\n"
 
     # -- gymnasium API ----------------------------------------------------------------
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None
@@ -98,6 +206,7 @@ class CompressionEnv(gym.Env):
         super().reset(seed=seed)
         self._step = 0
         self._indices = []
+        self._last_score = None
         return self._observation(), {}
 
     def step(self, action: Any) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
