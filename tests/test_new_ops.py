@@ -233,13 +233,24 @@ def test_torch_conv_transpose_matches_torch() -> None:
 # --------------------------------------------------------------------------------------
 def test_onnx_lrn_matches_ort() -> None:
     node = helper.make_node("LRN", ["x"], ["y"], size=3, alpha=1e-3, beta=0.75, bias=2.0)
-    graph = _check_onnx(_model([node], {"x": [1, 6, 5, 4]}, ["y"]), {"x": _x(1, 6, 5, 4)})
+    model = _model([node], {"x": [1, 6, 5, 4]}, ["y"])
+    graph = _check_onnx(model, {"x": _x(1, 6, 5, 4)})
     assert "nn.avg_pool3d" in _optypes(graph)
+    graph, params = from_onnx(model)
+    assert [n.op_type for n in to_onnx(graph, params).graph.node] == ["LRN"]
+
 
 
 def test_torch_local_response_norm_matches_torch() -> None:
     graph = _check_torch(nn.LocalResponseNorm(5, alpha=1e-2), torch.randn(1, 8, 4, 4))
     assert {"nn.avg_pool3d", "nn.pad"} <= _optypes(graph)
+    # ONNX Runtime's LRN takes odd sizes only (and for even ones torch pads size // 2
+    # channels in front where ONNX pads (size - 1) // 2): an even size stays the chain.
+    for size, ops in ((5, ["LRN"]), (4, None)):
+        graph, params = from_torch(nn.LocalResponseNorm(size).eval(), (torch.randn(1, 8, 4, 4),))
+        emitted = [n.op_type for n in to_onnx(graph, params).graph.node]
+        assert emitted == ops if ops else "LRN" not in emitted
+    _check_torch(nn.LocalResponseNorm(4, alpha=1e-2), torch.randn(1, 8, 4, 4))
 
 
 def test_onnx_sum_of_several_tensors_matches_ort() -> None:

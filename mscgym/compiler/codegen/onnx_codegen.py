@@ -890,6 +890,101 @@ def _pad(b: _Builder, node: MSCNode) -> None:
            _out(node), mode="constant")
 
 
+def _only_use(b: _Builder, node: MSCNode, optype: str) -> MSCNode | None:
+    """The single consumer of ``node`` when it is a float ``optype`` node reading it first."""
+    if node.output.name in b.graph.output_names or b.layer(node) is not None:
+        return None
+    consumers = b.graph.find_consumers(node.output.name)
+    if len(consumers) != 1 or consumers[0].optype != optype or b.layer(consumers[0]):
+        return None
+    use = consumers[0]
+    return use if use.inputs and use.inputs[0] == node.output.name else None
+
+
+def _scalar_weight(b: _Builder, node: MSCNode) -> float | None:
+    """The value of a binary node's right operand when it is a one-element constant."""
+    if len(node.args) != 2 or node.args[1]["kind"] != "weight":
+        return None
+    value = b.weight(node, node.args[1]["role"])
+    return float(value.reshape(-1)[0]) if value.size == 1 else None
+
+
+def _lrn_chain(b: _Builder, square: MSCNode) -> tuple[list[MSCNode], dict[str, Any]] | None:
+    """The nodes and ONNX LRN attributes of a local response normalization starting at
+    ``square`` (x * x), in the forms TVM imports it: from ONNX LRN (expand_dims, padded
+    avg_pool3d) and from torch's LocalResponseNorm (reshape, pad, avg_pool3d); then
+    squeeze, * alpha, + bias, ** beta and x / that. None when the nodes differ anywhere."""
+    x = square.inputs[0] if square.inputs else None
+    source = b.graph.find_tensor(x) if x is not None else None
+    if (source is None or square.inputs != [x, x] or len(source.shape) != 4
+            or any(a["kind"] != "input" for a in square.args)):
+        return None
+    chain = [square]
+    lift = _only_use(b, square, "expand_dims") or _only_use(b, square, "reshape")
+    if lift is None or list(lift.output.shape) != [source.shape[0], 1, *source.shape[1:]]:
+        return None
+    chain.append(lift)
+    before = after = 0
+    pad = _only_use(b, lift, "nn.pad")
+    if pad is not None:
+        widths = [int(w) for w in pad.attrs.get("pad_width", [])]
+        if (len(widths) != 10 or any(widths[i] for i in (0, 1, 2, 3, 6, 7, 8, 9))
+                or pad.attrs.get("pad_mode", "constant") != "constant"
+                or float(pad.attrs.get("pad_value", 0.0)) != 0.0):
+            return None
+        before, after = widths[4], widths[5]
+        chain.append(pad)
+    pool = _only_use(b, chain[-1], "nn.avg_pool3d")
+    if pool is None:
+        return None
+    attrs = pool.attrs
+    pads = [int(v) for v in attrs["padding"]]
+    pads = pads * (6 // len(pads)) if len(pads) in (1, 3) else pads
+    size = int(attrs["pool_size"][0])
+    before, after = before + pads[0], after + pads[3]
+    if (list(attrs["pool_size"][1:]) != [1, 1] or list(attrs["strides"]) != [1, 1, 1]
+            or any(int(d) != 1 for d in attrs["dilation"]) or attrs.get("ceil_mode")
+            or any(pads[i] for i in (1, 2, 4, 5))
+            or (not attrs.get("count_include_pad") and (pads[0] or pads[3]))
+            or size % 2 == 0  # ONNX Runtime's LRN kernel takes odd sizes only
+            or (before, after) != ((size - 1) // 2, size - 1 - (size - 1) // 2)):
+        return None
+    chain.append(pool)
+    squeeze = _only_use(b, pool, "squeeze")
+    if squeeze is None or [int(a) for a in squeeze.attrs.get("axis") or []] != [1]:
+        return None
+    chain.append(squeeze)
+    values = {}
+    for optype, key in (("multiply", "alpha"), ("add", "bias"), ("power", "beta")):
+        step = _only_use(b, chain[-1], optype)
+        value = _scalar_weight(b, step) if step is not None else None
+        if value is None:
+            return None
+        values[key] = value
+        chain.append(step)
+    divide = next(iter(b.graph.find_consumers(chain[-1].output.name)), None)
+    if (chain[-1].output.name in b.graph.output_names
+            or len(b.graph.find_consumers(chain[-1].output.name)) != 1
+            or divide is None or divide.optype != "divide" or b.layer(divide) is not None
+            or divide.inputs != [x, chain[-1].output.name]
+            or any(a["kind"] != "input" for a in divide.args)):
+        return None
+    chain.append(divide)
+    return chain, {"size": size, **values}
+
+
+def _multiply(b: _Builder, node: MSCNode) -> None:
+    """Mul; or, at the square that starts TVM's lowering of LRN, one ONNX LRN (which ORT
+    runs as one kernel) written to the chain's last output."""
+    found = _lrn_chain(b, node) if b.layer(node) is None else None
+    if found is None:
+        _binary("Mul")(b, node)
+        return
+    chain, attrs = found
+    b.emit("LRN", [b.data(node, 0)], chain[-1].name, _out(chain[-1]), **attrs)
+    b.fused.update(n.name for n in chain[1:])
+
+
 def _stack_sum(b: _Builder, node: MSCNode, axis: int) -> MSCNode | None:
     """The float ``sum`` over the stacked axis that is the stack's only use, if any: TVM
     imports ONNX Sum (of several tensors) as that pair, which is one ONNX Sum again."""
@@ -1041,6 +1136,7 @@ _EMITTERS: dict[str, Emitter] = {
     "nn.batch_norm": _batch_norm,
     **{op: _unary(onnx_op) for op, onnx_op in _UNARY.items()},
     **{op: _binary(onnx_op) for op, onnx_op in _BINARY.items()},
+    "multiply": _multiply,
     **{op: _reduce(onnx_op) for op, onnx_op in _REDUCE.items()},
     "rsqrt": _rsqrt,
     "square": _square,
