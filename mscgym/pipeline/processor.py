@@ -124,6 +124,9 @@ class MSCProcessor:
         self.workspace.write_json("config.json", self.config)
         self.graph, self.params, self.quant = self.source.graph, self.source.params, {}
         self._check_strategy_files()
+        if "quantize" in self.config["stages"]:  # the target's form, refused before work
+            target_quantizer_config(self.config["quantize"]["target"],
+                                    self.config["quantize"]["config"])
         self._invalidate_missing_strategies()
         self._teacher: np.ndarray | None = None
         self.evaluations = 0
