@@ -57,7 +57,9 @@ def check_attrs(node: MSCNode) -> None:
             raise GraphError(f"node {node.name!r} ({node.optype}): attribute {key!r} is "
                              f"{node.attrs[key]!r}, expected true or false")
     for key in ("data_layout", "kernel_layout", "layout", "out_layout", "out_dtype"):
-        if key in node.attrs and not isinstance(node.attrs[key], str):
+        # out_dtype None is Relax's "the input's dtype" (TVM's ONNX importer writes it)
+        if key in node.attrs and not isinstance(node.attrs[key], str) and not (
+                key == "out_dtype" and node.attrs[key] is None):
             raise GraphError(f"node {node.name!r} ({node.optype}): attribute {key!r} is "
                              f"{node.attrs[key]!r}, expected a string")
 

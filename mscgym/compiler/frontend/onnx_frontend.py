@@ -4,8 +4,8 @@ Files as users bring them rarely import as shipped: old exporters list initializ
 among the graph inputs, write opsets TVM's importer handles poorly, compute Reshape
 targets and Resize sizes through Shape subgraphs, and use LSTM/GRU, which TVM 0.27's
 importer lacks. :func:`normalize_onnx` fixes all of that with real ONNX tooling
-(``onnx.version_converter``, ``onnx.shape_inference`` and onnxscript's optimizer, whose
-constant folding also evaluates Shape of statically known dims) and unrolls RNNs into
+(``onnx.version_converter``, ``onnx.shape_inference`` and onnxscript's constant folding,
+which also evaluates Shape of statically known dims) and unrolls RNNs into
 primitive ops (:mod:`mscgym.compiler.frontend.onnx_rnn`). The importer is TVM's own; a
 thin subclass only remembers which ONNX node produced each Relax binding, so MSC nodes
 keep the ONNX node names and every unsupported op is reported with the node name and
@@ -186,6 +186,7 @@ def _gather_to_slice(model: onnx.ModelProto) -> None:
 def normalize_onnx(model: onnx.ModelProto, input_shapes: InputShapes | None = None,
                    where: str = "ONNX model") -> onnx.ModelProto:
     """The model in the form TVM's importer takes (see the module docstring)."""
+    import onnx_ir
     import onnxscript.optimizer
 
     _strip_initializer_inputs(model)
@@ -198,9 +199,14 @@ def normalize_onnx(model: onnx.ModelProto, input_shapes: InputShapes | None = No
     model = _infer_shapes(model, where)
     model = rewrite_rnns(model)
     try:
-        # Fold constants (weights made by ConstantOfShape too), Shape of known dims,
-        # Identity/Dropout; the size limits keep folding from copying large weights.
-        model = onnxscript.optimizer.optimize(model, output_size_limit=1 << 26)
+        # onnxscript's constant folding (weights made by ConstantOfShape too, Shape of
+        # known dims, Identity) and dead-node removal, but not its pattern rewrites:
+        # every node the user wrote keeps its name and op type.
+        ir_model = onnx_ir.serde.deserialize_model(model)
+        onnxscript.optimizer.inline(ir_model)
+        onnxscript.optimizer.fold_constants(ir_model, output_size_limit=1 << 26)
+        onnxscript.optimizer.remove_unused_nodes(ir_model)
+        model = onnx_ir.serde.serialize_model(ir_model)
     except Exception as err:
         raise ONNXImportError(f"{where}: onnxscript's optimizer failed: "
                               f"{type(err).__name__}: {err}") from None
