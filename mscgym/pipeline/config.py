@@ -36,10 +36,12 @@ from typing import Any
 
 from mscgym.agents.registry import agent_names, canonical_agent
 from mscgym.compiler.errors import MSCError
+from mscgym.pipeline.schema import CONFIG_SCHEMA
 from mscgym.runtime.registry import runner_class, runner_names
 from mscgym.runtime.runner import RunnerUnavailableError
 from mscgym.tasks.scorers import SCORERS
 from mscgym.utils.files import read_json
+from mscgym.utils.schema import check_document
 
 STAGES = ("prune", "quantize", "distill")
 VERBOSITY = ("debug", "info", "runtime", "warn", "warning", "error", "critical")
@@ -152,8 +154,11 @@ def _gym(entries: Any, stage: str, target: str, device: str) -> list[dict[str, A
 
 def validate_config(config: Mapping[str, Any] | str | os.PathLike[str]) -> dict[str, Any]:
     """The config with defaults filled in; any bad key raises ConfigError before work."""
+    where = "config"
     if not isinstance(config, Mapping):
+        where = f"config file {os.fspath(config)}"
         config = read_json(config, ConfigError, "config file")
+    check_document(config, CONFIG_SCHEMA, ConfigError, where)
     raw = _expect_keys(copy.deepcopy(dict(config)), TOP_KEYS, "<top level>")
     out: dict[str, Any] = {
         "workspace": _string(raw.get("workspace", "msc_workspace"), "workspace"),

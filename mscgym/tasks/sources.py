@@ -19,6 +19,7 @@ from mscgym.compiler.frontend import from_onnx, from_torch
 from mscgym.compiler.frontend.torch_frontend import from_exported
 from mscgym.compiler.graph import MSCGraph
 from mscgym.compiler.serialize import load_graph
+from mscgym.tasks.data_check import check_task_data
 from mscgym.utils.hashing import arrays_hash
 
 Params = dict[str, np.ndarray]
@@ -60,6 +61,9 @@ class ModelSource:
     file: dict[str, Any] | None = None
     """For a model file: its absolute path, content sha256 and the input shapes it was
     loaded with, which a record needs to rebuild it (and to refuse a changed file)."""
+
+    def __post_init__(self) -> None:
+        check_task_data(self.graph, self.data)  # data that cannot fit fails here, not later
 
     @property
     def weight_hash(self) -> str:
