@@ -48,5 +48,6 @@ def msc_transform(
     graphs = [from_relax(tvm.IRModule({"main": seg.func}),
                          graph_name=f"{entry_name}.{seg.name}")[0]
               for seg in segments_of(host) if seg.is_region]
-    config = {"runner": target, "device": "cpu", "entry": "main", "graph": entry_name}
+    device = "cuda" if target == "tensorrt" else "cpu"  # TensorRT runs on CUDA only
+    config = {"runner": target, "device": device, "entry": "main", "graph": entry_name}
     return host, graphs, config
