@@ -466,3 +466,22 @@ def test_inspect_pt2_graph_json_and_failing_file(tmp_path: Path) -> None:
     result = _mscgym("inspect", "--model", "bad.onnx", cwd=tmp_path)
     assert result.returncode == 2
     assert "'sine'" in result.stderr and "Traceback" not in result.stderr
+
+
+@pytest.mark.slow
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")
+def test_cli_run_on_a_file_writes_a_gym_record_that_validates(tmp_path: Path) -> None:
+    path = export(small_net(), torch.randn(2, 3, 16, 16), tmp_path / "net.onnx", False, 17)
+    np.save(tmp_path / "calib.npy", _randn(16, 3, 16, 16))
+    config = {"workspace": str(tmp_path / "ws"), "profile": {"repeat": 20, "warmup": 1},
+              "quantize": {"gym": [{
+                  "record": "quantize_best.json",
+                  "env": {"strategy": "latency_under_accuracy", "mode": "oneshot"},
+                  "agent": {"type": "random_search", "budget": 2, "options": {"seed": 0}}}]}}
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    ran = _mscgym("run", "config.json", "--model", path, "--data", "calib.npy", cwd=tmp_path)
+    assert ran.returncode == 0, ran.stderr
+    record = tmp_path / "ws" / "gym" / "quantize_best.json"
+    assert json.loads(record.read_text())["task"]["model_file"]["path"] == path
+    validated = _mscgym("validate", str(record), cwd=tmp_path)
+    assert validated.returncode == 0, validated.stdout + validated.stderr

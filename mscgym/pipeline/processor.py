@@ -37,7 +37,14 @@ from mscgym.tasks.measure import (
     measure,
     reference_outputs,
 )
-from mscgym.tasks.sources import ModelSource, Params, TaskData, resolve_model
+from mscgym.tasks.sources import (
+    ModelFile,
+    ModelSource,
+    Params,
+    TaskData,
+    data_from_files,
+    resolve_model,
+)
 from mscgym.tasks.spaces import QUANT_CHOICES
 from mscgym.tools import MSC_TOOL, create_tool
 from mscgym.utils.files import atomic_write
@@ -89,11 +96,12 @@ def load_task_data(section: Mapping[str, str], base_dir: str) -> TaskData:
         except (OSError, ValueError) as err:
             raise ConfigError(f"config key 'data.{key}': cannot load {path} ({err})") from None
 
-    calibration = load("calibration")
-    labels = load("labels") if "labels" in section else None
-    return TaskData(data_id=f"files:{section['calibration']}",
-                    calibration=[calibration[i:i + 32] for i in range(0, len(calibration), 32)],
-                    eval_inputs=load("eval"), eval_labels=labels)
+    for key in ("calibration", "eval", "labels"):
+        if key in section:
+            load(key)  # each file is checked here, so an error names its config key
+    paths = {k: v if os.path.isabs(v) else os.path.join(base_dir, v) for k, v in section.items()}
+    # data_from_files gives the data an id naming the files, which records rebuild from
+    return data_from_files(paths["calibration"], paths["eval"], paths.get("labels"))
 
 
 class MSCProcessor:
@@ -325,7 +333,14 @@ class MSCProcessor:
                 task = Task((self.source.graph, self.source.params), "distill",
                             student=Compressed(self.graph, self.params, self.quant), **common)
             else:
-                task = Task((self.graph, self.params), stage,
+                # A stage that starts from the user's model file records the file, so
+                # `mscgym validate`/`replay` can rebuild its task; later stages start from
+                # an in-memory model.
+                source = self.source.file
+                model: Any = (ModelFile(source["path"], source["input_shapes"] or None)
+                              if source is not None and self.graph is self.source.graph
+                              else (self.graph, self.params))
+                task = Task(model, stage,
                             quant_choices=target_quant_choices(section["target"]), **common)
             agent = create_agent(agent_cfg["type"], progress=False, **agent_cfg["options"])
             result = agent.search(task, agent_cfg["budget"])
