@@ -71,6 +71,7 @@ def target_quantizer_config(target: str, config: Mapping[str, Any]) -> dict[str,
     config = dict(config)
     if target != "tensorrt":
         return config
+    config.setdefault("target", "tensorrt")  # the Quantizer's TensorRT QDQ placement
     required = {"weight": {"dtype": "int8", "per_channel": True, "symmetric": True},
                 "activation": {"dtype": "int8", "symmetric": True}}
     for section, values in required.items():

@@ -20,7 +20,7 @@ import torch
 from mscgym.compiler.errors import MSCError
 from mscgym.compiler.graph import MSCGraph
 from mscgym.compiler.quant_spec import QuantPlan
-from mscgym.runtime.manager import calibrate_quantizer
+from mscgym.runtime.manager import RuntimeManager, calibrate_quantizer
 from mscgym.runtime.registry import create_runner
 from mscgym.tasks.cache import EvaluationCache, fingerprint
 from mscgym.tasks.measure import (
@@ -41,7 +41,7 @@ from mscgym.tasks.spaces import (
 )
 from mscgym.tools import MSC_TOOL, create_tool
 from mscgym.tools.losses import distill_loss
-from mscgym.tools.quantizer import DEFAULT_INCLUDE
+from mscgym.tools.quantizer import DEFAULT_INCLUDE, Quantizer, compose_plan
 
 TOOLS = ("quantize", "prune", "distill", "compress")
 EpochCallback = Callable[[int, float], None]
@@ -153,6 +153,7 @@ class Task:
             student if isinstance(student, Compressed) else dict(student or {"prune": 0.5}))
         self.cache = EvaluationCache(cache_dir)
         self._calibrations: dict[str, QuantPlan] = {}
+        self._pools: dict[str, Quantizer] = {}
         self._teacher_outputs: np.ndarray | None = None
         self._baseline: Metrics | None = None
         self._sensitivity: dict[str, float] | None = None
@@ -272,15 +273,31 @@ class Task:
 
     def _quantize(self, graph: MSCGraph, params: Params, choices: Mapping[str, str],
                   percentile: float | None = None) -> QuantPlan:
-        plan: QuantPlan = {}
-        for layer, choice in choices.items():
-            if choice == "float":
-                continue
-            layer_quant = self.calibration(graph, params, choice, percentile).get(layer)
-            if layer_quant is None:
-                raise MSCError(f"quantizer gave no parameters for layer {layer!r}")
-            plan[layer] = layer_quant
-        return plan
+        """The plan of per-layer choices; a layer's choice covers its activations too (its
+        output, the residual adds and pools between int8 layers), planned by the Quantizer
+        for the task's runner from one calibration pool (:func:`compose_plan`)."""
+        if all(choice == "float" for choice in choices.values()):
+            return {}
+        target = "tensorrt" if self.runner == "tensorrt" else "onnxruntime"
+        layers = {layer: None if choice == "float" else quantizer_config(choice, percentile)
+                  for layer, choice in choices.items()}
+        return compose_plan(self._calibration_pool(graph, params), layers, target)
+
+    def _calibration_pool(self, graph: MSCGraph, params: Params) -> Quantizer:
+        """A quantizer that observed every tensor any plan may calibrate (cached)."""
+        key = fingerprint({"graph": graph.to_json(), "params": params_hash(params),
+                           "pool": True, "data": self.data.data_hash})
+        if key not in self._pools:
+            manager = RuntimeManager(graph, params, {"runner": "torch"})
+            pool = manager.create_tool(MSC_TOOL.QUANTIZE, {})
+            pool.watch_all()
+            manager.load_model()
+            while not pool.calibrated:
+                for batch in self.data.calibration:
+                    manager.run(batch)
+                pool.calibrate()
+            self._pools[key] = pool
+        return self._pools[key]
 
     def _distill(self, graph: MSCGraph, params: Params, quant: QuantPlan,
                  settings: Mapping[str, Any], on_epoch: EpochCallback | None = None

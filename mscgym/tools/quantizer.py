@@ -62,6 +62,8 @@ is the layer and the role names the tensor.
 
 from __future__ import annotations
 
+import json
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from typing import Any, ClassVar
 
@@ -255,6 +257,12 @@ def int8_layout(graph: MSCGraph, kernels: dict[str, bool], target: str,
             return False
         return True
 
+    def moved_past(tensor: str) -> bool:
+        """Whether ONNX Runtime would move the tensor's DQ past a data-movement op (QDQ
+        propagation) only to dequantize again for a float consumer: no gain, and at opset
+        21 ORT 1.32 writes an invalid Q for int8 there."""
+        return any(c.optype in INT8_TRANSPARENT for c in graph.find_consumers(tensor))
+
     def kernel_made(tensor: str) -> bool:
         """A kernel's own output: TensorRT fuses the add into that kernel."""
         return graph.find_producer(tensor).name in kernels
@@ -283,7 +291,7 @@ def int8_layout(graph: MSCGraph, kernels: dict[str, bool], target: str,
             node = graph.find_node(name)
             out = fused_output(graph, node)
             if (is_int8 and node.optype in CONV_OPTYPES and out not in graph.output_names
-                    and not covered(out)):
+                    and not covered(out) and (integer(out) or not moved_past(out))):
                 layout[name]["output"] = out
     return layout
 
@@ -315,6 +323,7 @@ class Quantizer(BaseTool):
         self._plan: QuantPlan | None = None
         self._methods: dict[str, dict[str, str | None]] = {}
         self._ranges: dict[tuple[str, str], tuple[float, float]] = {}
+        self._pool = False
 
     # -- config -------------------------------------------------------------------------
     def _parse_config(self, config: dict[str, Any]) -> tuple[dict[str, LayerConfig], list[str]]:
@@ -459,6 +468,8 @@ class Quantizer(BaseTool):
                 key = (tensor, layer.activation.bins)
                 before = needs.get(key, (False, False))
                 needs[key] = (before[0] or absolute, before[1] or signed)
+        if self._pool:
+            needs = dict.fromkeys(self._observers, (True, True))
         for key, (absolute, signed) in needs.items():
             self._observers[key].start_histograms(absolute, signed)
 
@@ -487,6 +498,42 @@ class Quantizer(BaseTool):
             if specs:
                 plan[name] = _layer_quant(specs)
         self._plan, self._methods = plan, methods
+
+    def watch_all(self) -> None:
+        """Also observe every tensor any plan of this graph may calibrate: the data inputs
+        and fused outputs of every conv/linear and of every int8 op, with both histogram
+        kinds on a second pass. A quantizer calibrated so is a pool that
+        :meth:`calibrate_from` serves any config (per-layer choices, float layers) from,
+        without running the data again: what a search over per-layer choices needs."""
+        if self._pass or self.calibrated:
+            raise MSCError("quantizer: watch_all() must come before calibration starts")
+        kinds = (*WEIGHT_KERNELS, *INT8_OPS, *UNARY_INT8_OPS, "mean")
+        tensors = set()
+        for node in self.graph.nodes:
+            if node.optype in kinds and node.inputs and len(node.outputs) == 1:
+                tensors.update(node.inputs)
+                tensors.add(fused_output(self.graph, node))
+        bins_set = {key[1] for key in self._observers} or {_ACTIVATION_DEFAULTS["bins"]}
+        for tensor in tensors:
+            for bins in bins_set:
+                self._observers.setdefault((tensor, bins), cal.TensorObserver(bins))
+                self._pass_batches.setdefault((tensor, bins), 0)
+        self.passes = 2
+        self._pool = True
+
+    def calibrate_from(self, pool: Quantizer) -> None:
+        """Calibrate from the observations of ``pool`` (a :meth:`watch_all` quantizer of
+        the same graph, calibrated): the same parameters as running the data again."""
+        if not pool._pool or not pool.calibrated:
+            raise MSCError("quantizer: calibrate_from needs a calibrated quantizer that "
+                           "called watch_all() before calibrating")
+        if pool.graph is not self.graph and pool.graph.to_json() != self.graph.to_json():
+            raise MSCError("quantizer: calibrate_from needs a pool of the same graph")
+        missing = sorted(key[0] for key in self._observers if key not in pool._observers)
+        if missing:
+            raise MSCError(f"quantizer: the pool observed no tensors {missing}")
+        self._observers = {key: pool._observers[key] for key in self._observers}
+        self._finish()
 
     # -- effect on the model ------------------------------------------------------------
     def quant_plan(self) -> QuantPlan:
@@ -585,6 +632,29 @@ class Quantizer(BaseTool):
                                    "absmax": float(np.abs(weight).max())}
             out[name] = entry
         return out
+
+
+def compose_plan(pool: Quantizer, layers: Mapping[str, Mapping[str, Any] | None],
+                 target: str) -> QuantPlan:
+    """The plan of per-layer choices (``None``: float), calibrated from ``pool``.
+
+    Each layer's choice (a ``{"weight": ..., "activation": ...}`` config section pair)
+    covers its activations too: its data input and, where the target needs it, its output,
+    and whether the int8 ops between layers (residual adds, concat, pooling) are planned
+    follows from which layers are int8 (:func:`int8_layout`). Those ops take the
+    activation calibration most layers chose (the first of the most common choices).
+    """
+    chosen = [dict(c) for c in layers.values() if c is not None]
+    if not chosen:
+        return {}
+    keys = [json.dumps(c, sort_keys=True) for c in chosen]
+    base = chosen[keys.index(max(keys, key=keys.count))]
+    config = {"target": target, "include": [], **base,
+              "layers": {name: dict(c) if c is not None else {"skip": True}
+                         for name, c in layers.items()}}
+    quantizer = Quantizer(pool.graph, pool.params, config)
+    quantizer.calibrate_from(pool)
+    return quantizer.quant_plan()
 
 
 WEIGHT_KERNELS = ("msc.conv2d_bias", "nn.conv2d", "msc.linear", "msc.linear_bias")
