@@ -187,6 +187,32 @@ def test_computed_reshape_and_input_shapes(tmp_path: Path) -> None:
         from_onnx(path, input_shapes={"y": (4, 3, 8, 8)})
 
 
+class SegNet(nn.Module):
+    """Segmentation-style: strided conv, ConvTranspose up, a Resize to the input's computed
+    size (Shape -> Slice -> Concat with a dynamic batch) and a nearest 2x Resize."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.down = nn.Conv2d(3, 8, 3, stride=2, padding=1)
+        self.up = nn.ConvTranspose2d(8, 8, 2, stride=2)
+        self.head = nn.Conv2d(8, 4, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = torch.relu(self.down(x))
+        same = nn.functional.interpolate(y, size=x.shape[-2:], mode="bilinear")
+        twice = nn.functional.interpolate(y, scale_factor=2.0, mode="nearest")
+        return self.head(torch.relu(self.up(y)) + same + twice)
+
+
+@pytest.mark.parametrize("dynamo", [False, True], ids=["torchscript", "dynamo"])
+def test_segmentation_net_with_resize_and_conv_transpose(tmp_path: Path, dynamo: bool) -> None:
+    torch.manual_seed(0)
+    path = export(SegNet().eval(), torch.randn(2, 3, 16, 16), tmp_path / "seg.onnx", dynamo, 18)
+    ops = {n.op_type for n in onnx.load(path).graph.node}
+    assert {"Resize", "ConvTranspose"} <= ops
+    assert_runners_match(path, [_randn(3, 3, 16, 16)])
+
+
 # -- LSTM and GRU ---------------------------------------------------------------------------
 def _rnn_model(op: str, direction: str, layout: int = 0, bias: bool = True,
                initial: bool = False, peephole: bool = False, lbr: int = 0,

@@ -183,6 +183,43 @@ def _gather_to_slice(model: onnx.ModelProto) -> None:
         graph.node.extend(new_nodes)
 
 
+def _dims(info: onnx.ValueInfoProto) -> list[int | str | None]:
+    return [d.dim_value if d.HasField("dim_value") else (d.dim_param or None)
+            for d in info.type.tensor_type.shape.dim]
+
+
+def _resize_scales_for_computed_sizes(model: onnx.ModelProto) -> None:
+    """Resize whose ``sizes`` are computed (Shape -> Slice -> Concat, with a dynamic batch)
+    but whose spatial sizes shape inference knows -> the same Resize with constant scales.
+
+    TVM's Resize converter needs constant sizes; with the batch dim symbolic they cannot
+    fold. Output size ``floor(in * out/in)`` is ``out`` and the coordinate transforms use
+    the same ``out/in`` scale ONNX derives from ``sizes``, so the values are unchanged.
+    """
+    graph = model.graph
+    consts = {i.name for i in graph.initializer}
+    consts |= {n.output[0] for n in graph.node if n.op_type == "Constant"}
+    infos = {i.name: _dims(i) for i in [*graph.input, *graph.value_info, *graph.output]}
+    for node in graph.node:
+        if (node.op_type != "Resize" or len(node.input) < 4 or not node.input[3]
+                or node.input[3] in consts or any(a.name == "axes" for a in node.attribute)):
+            continue
+        src, out = infos.get(node.input[0]), infos.get(node.output[0])
+        if (src is None or out is None or len(src) != len(out) or len(src) < 3
+                or not all(isinstance(d, int) and d > 0 for d in (*src[1:], *out[1:]))
+                or src[1] != out[1]
+                # the batch: equal, or symbolic on both sides (inference renames it)
+                or (src[0] != out[0] and (isinstance(src[0], int) or isinstance(out[0], int)))):
+            continue
+        scales = np.array([1.0, 1.0, *(o / i for i, o in zip(src[2:], out[2:], strict=True))],
+                          np.float32)
+        name = f"{node.output[0]}/scales"
+        graph.initializer.append(numpy_helper.from_array(scales, name))
+        data, roi = node.input[0], node.input[1]
+        del node.input[:]
+        node.input.extend([data, roi, name])
+
+
 def normalize_onnx(model: onnx.ModelProto, input_shapes: InputShapes | None = None,
                    where: str = "ONNX model") -> onnx.ModelProto:
     """The model in the form TVM's importer takes (see the module docstring)."""
@@ -212,6 +249,7 @@ def normalize_onnx(model: onnx.ModelProto, input_shapes: InputShapes | None = No
                               f"{type(err).__name__}: {err}") from None
     _gather_to_slice(model)
     model = _infer_shapes(model, where)
+    _resize_scales_for_computed_sizes(model)
     try:
         onnx.checker.check_model(model)
     except onnx.checker.ValidationError as err:
