@@ -20,15 +20,16 @@ from torch import nn
 
 from mscgym import zoo
 from mscgym.compiler.codegen.onnx_codegen import to_onnx
+from mscgym.compiler.errors import MSCError
 from mscgym.compiler.frontend import from_torch
 from mscgym.compiler.graph import MSCGraph
 from mscgym.compiler.quant_spec import QuantPlan
-from mscgym.runtime.manager import calibrate_quantizer
+from mscgym.runtime.manager import RuntimeManager, calibrate_quantizer
 from mscgym.runtime.registry import create_runner
 from mscgym.tasks.measure import batched
-from mscgym.tools import ToolConfigError
+from mscgym.tools import MSC_TOOL, ToolConfigError
 from mscgym.tools.losses import distill_loss
-from mscgym.tools.quantizer import Quantizer, int8_layout, x86_int8_isa
+from mscgym.tools.quantizer import Quantizer, compose_plan, int8_layout, x86_int8_isa
 
 FLOAT_KERNELS = ("Conv", "FusedConv", "Add", "Gemm", "FusedGemm", "MatMul")
 
@@ -232,3 +233,36 @@ def test_layout_and_isa_helpers():
         int8_layout(graph, kernels, "cuda")
     flags = x86_int8_isa()
     assert isinstance(flags, list) and all(isinstance(f, str) for f in flags)
+
+
+def test_plans_composed_from_one_calibration_pool_equal_direct_calibration():
+    """What the gym does per plan: per-layer choices (a float layer, an entropy layer) from
+    one pool that observed every candidate tensor, with no second pass over the data."""
+    _, graph, params, batches = digits("digits-resnet")
+    manager = RuntimeManager(graph, params, {"runner": "torch"})
+    pool = manager.create_tool(MSC_TOOL.QUANTIZE, {})
+    pool.watch_all()
+    manager.load_model()
+    while not pool.calibrated:
+        for batch in batches:
+            manager.run(batch)
+        pool.calibrate()
+    u8 = {"weight": {"dtype": "int8", "per_channel": True},
+          "activation": {"dtype": "uint8", "method": "minmax"}}
+    entropy = {"weight": {"dtype": "int8", "per_channel": True},
+               "activation": {"dtype": "uint8", "method": "entropy"}}
+    kernels = [n.name for n in graph.nodes if n.optype in ("msc.conv2d_bias", "msc.linear_bias")]
+    layers = {name: u8 for name in kernels}
+    layers["layer2.0.conv1"] = None
+    layers["layer1.0.conv2"] = entropy
+    composed = compose_plan(pool, layers, "onnxruntime")
+    direct = calibrated("digits-resnet", {
+        "target": "onnxruntime", "include": [], **u8,
+        "layers": {k: v if v is not None else {"skip": True} for k, v in layers.items()}})
+    assert composed == direct.quant_plan()
+    # The add feeding the float layer stays float (its output does not stay integer).
+    assert "layer2.0.conv1" not in composed and "layer1.0.add" not in composed
+    assert "layer2.1.add" in composed
+    assert composed["layer1.0.conv2"].input != composed["layer1.0.conv1"].input
+    with pytest.raises(MSCError, match="watch_all"):
+        Quantizer(graph, params, {}).calibrate_from(direct)
