@@ -2,8 +2,9 @@
 
 A leaderboard compares agents only if everyone searches the same problems, so the
 tasks are fixed here and named ``TOOL/MODEL`` (onnxruntime) or ``TOOL/MODEL/RUNNER``.
-Every task is scored by ``latency_under_accuracy``: the digits models have labels and
-allow at most one point of accuracy drop; the ImageNet-sized models have no labels, so
+Every task is scored by ``latency_under_accuracy``: the digits models (8x8, and the
+32x32 ones where one image costs over a millisecond) have labels and allow at most one
+point of accuracy drop; the ImageNet-sized models have no labels, so
 their bound is a stated distillation loss (KL of the outputs against the float model).
 """
 
@@ -85,6 +86,9 @@ _ALL = (
     LeaderboardTask("digits-resnet", "prune"),
     LeaderboardTask("digits-mobilenet", "compress"),
     LeaderboardTask("digits-transformer", "quantize"),
+    LeaderboardTask("digits32-resnet20", "quantize"),
+    LeaderboardTask("digits32-resnet20", "prune"),
+    LeaderboardTask("digits32-mobilenetv2", "compress"),
     _distill_bound("resnet18", "quantize"),
     _distill_bound("mobilenetv2", "prune"),
     _distill_bound("resnet18", "compress"),
