@@ -368,6 +368,35 @@ def test_plan_errors_name_the_node() -> None:
             "int8", (0.1, 0.1, 0.1), (0, 0, 0), 0))})
 
 
+def test_residual_add_operands_and_fused_outputs_get_their_own_qdq() -> None:
+    """``input1`` quantizes the add's second operand; ``output`` on a conv quantizes the
+    tensor after its relu, read by every consumer (torch computes the same numbers)."""
+    model, graph, params = translated("digits-resnet")
+    first, second, out = (QuantParams("uint8", (s,), (z,)) for s, z in
+                          ((0.05, 3), (0.04, 0), (0.03, 0)))
+    plan = {"layer1.0.add": LayerQuant(first, extra_inputs=(second,)),
+            "layer1.0.conv1": LayerQuant(output=out)}
+    model_proto = to_onnx(graph, params, plan)
+    nodes = {n.name: n for n in model_proto.graph.node}
+    producers = {o: n for n in model_proto.graph.node for o in n.output}
+    add = nodes["layer1.0.add"]
+    assert [producers[i].op_type for i in add.input] == ["DequantizeLinear"] * 2
+    relu_out = graph.find_node("layer1.0.relu").output.name
+    consumers = [n for n in model_proto.graph.node if relu_out in n.input]
+    assert [n.op_type for n in consumers] == ["QuantizeLinear"]
+    x = model.eval_inputs[:4]
+    module = to_torch(graph, params, plan)
+    expected = module(x)
+    expected = (expected[0] if isinstance(expected, tuple) else expected).detach().numpy()
+    # Unoptimized: this hand-made plan leaves float convs between DQ and Q, which ORT's
+    # optimizer would quantize by itself (the Quantizer never plans that).
+    plain = session(model_proto, ort.GraphOptimizationLevel.ORT_DISABLE_ALL)
+    np.testing.assert_allclose(run(plain, x.numpy())[0], expected, atol=1e-4)
+    with pytest.raises(MSCError, match="quantizes input 2 of node 'layer1.0.add'"):
+        to_onnx(graph, params, {"layer1.0.add": LayerQuant(first, extra_inputs=(second,
+                                                                                second))})
+
+
 # -- errors and files -----------------------------------------------------------------------
 def _with_node(graph: MSCGraph, node: MSCNode) -> MSCGraph:
     nodes = graph.clone().nodes
