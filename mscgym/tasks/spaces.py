@@ -28,7 +28,10 @@ QUANT_CHOICES: tuple[str, ...] = (
 )
 """Per-layer quantization choices: weights dtype/granularity and activation calibration.
 ``uint8a`` keeps int8 per-channel weights with asymmetric uint8 activations, the form
-ONNX Runtime's x86 int8 kernels fuse most readily."""
+ONNX Runtime's x86 int8 kernels fuse most readily. A layer's choice covers its activations
+too: its data input, its output where the runtime needs it quantized, and the int8 ops
+(residual adds, pooling, concat) between it and other int8 layers, which the Quantizer
+plans from which layers are int8 (``mscgym.tools.quantizer.compose_plan``)."""
 
 
 class PlanError(MSCError):
