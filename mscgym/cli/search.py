@@ -148,6 +148,7 @@ def format_summary(task: Task, result: SearchResult, path: str) -> str:
         "",
         "best plan:    " + (", ".join(f"{k}={v}" for k, v in changed.items())
                             or "baseline (nothing compressed)"),
+        f"outcome:      {result.summary()}",
         f"evaluations:  {result.evaluations} measured for {len(result.history)} plans, "
         f"cache hit rate {cache['hit_rate']:.0%}, wall {result.wall_seconds:.1f} s",
         f"record:       {path}",
