@@ -231,26 +231,45 @@ def test_torch_conv_transpose_matches_torch() -> None:
 # --------------------------------------------------------------------------------------
 # LRN, Sum, Dropout, computed kernels
 # --------------------------------------------------------------------------------------
+# LRN as the ONNX codegen writes it: the channel-window sum of squares as a 1x1 conv.
+# beta 0.75 (the default) as sqrt(s) * sqrt(sqrt(s)), other betas as Pow.
+LRN_OPS = ["Mul", "Conv", "Add", "Sqrt", "Sqrt", "Mul", "Div"]
+
+
 def test_onnx_lrn_matches_ort() -> None:
     node = helper.make_node("LRN", ["x"], ["y"], size=3, alpha=1e-3, beta=0.75, bias=2.0)
     model = _model([node], {"x": [1, 6, 5, 4]}, ["y"])
     graph = _check_onnx(model, {"x": _x(1, 6, 5, 4)})
     assert "nn.avg_pool3d" in _optypes(graph)
     graph, params = from_onnx(model)
-    assert [n.op_type for n in to_onnx(graph, params).graph.node] == ["LRN"]
+    assert [n.op_type for n in to_onnx(graph, params).graph.node] == LRN_OPS
 
 
 
 def test_torch_local_response_norm_matches_torch() -> None:
     graph = _check_torch(nn.LocalResponseNorm(5, alpha=1e-2), torch.randn(1, 8, 4, 4))
     assert {"nn.avg_pool3d", "nn.pad"} <= _optypes(graph)
-    # ONNX Runtime's LRN takes odd sizes only (and for even ones torch pads size // 2
-    # channels in front where ONNX pads (size - 1) // 2): an even size stays the chain.
-    for size, ops in ((5, ["LRN"]), (4, None)):
-        graph, params = from_torch(nn.LocalResponseNorm(size).eval(), (torch.randn(1, 8, 4, 4),))
-        emitted = [n.op_type for n in to_onnx(graph, params).graph.node]
-        assert emitted == ops if ops else "LRN" not in emitted
-    _check_torch(nn.LocalResponseNorm(4, alpha=1e-2), torch.randn(1, 8, 4, 4))
+    graph = _check_torch(nn.LocalResponseNorm(3, beta=0.6), torch.randn(1, 8, 4, 4))
+    assert "Pow" in [n.op_type for n in to_onnx(graph, from_torch(
+        nn.LocalResponseNorm(3, beta=0.6), (torch.randn(1, 8, 4, 4),))[1]).graph.node]
+    # An even size too (torch pads size // 2 channels in front, ONNX (size - 1) // 2).
+    graph = _check_torch(nn.LocalResponseNorm(4, alpha=1e-2), torch.randn(1, 8, 4, 4))
+    params = from_torch(nn.LocalResponseNorm(4, alpha=1e-2), (torch.randn(1, 8, 4, 4),))[1]
+    assert [n.op_type for n in to_onnx(graph, params).graph.node] == LRN_OPS
+
+
+@pytest.mark.parametrize("opset", [11, 18])
+def test_onnx_pad_becomes_nn_pad_and_matches_ort(opset: int) -> None:
+    """TVM imports Pad as TOPI's pad kernel (call_tir); normalization reads its widths and
+    value back so it is the nn.pad op every codegen emits."""
+    pads = np.array([0, 0, 1, 2, 0, 0, 3, 0], np.int64)
+    node = helper.make_node("Pad", ["x", "pads", "value"], ["y"], mode="constant")
+    model = _model([node], {"x": [2, 3, 4, 5]}, ["y"],
+                   {"pads": pads, "value": np.array(0.25, np.float32)}, opset=opset)
+    graph = _check_onnx(model, {"x": _x(2, 3, 4, 5)})
+    pad = next(n for n in graph.nodes if n.optype == "nn.pad")
+    assert pad.attrs["pad_width"] == [0, 0, 0, 0, 1, 3, 2, 0]
+    assert pad.attrs["pad_value"] == 0.25
 
 
 def test_onnx_sum_of_several_tensors_matches_ort() -> None:

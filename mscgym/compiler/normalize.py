@@ -165,6 +165,8 @@ def _te_clip_to_relax(func: relax.Function) -> relax.Function:
     pattern = is_op("relax.call_tir")(wildcard(), wildcard())
 
     def rewriter(expr: relax.Expr, matches: dict) -> relax.Expr:
+        if not isinstance(expr, relax.Call):  # a var the matcher followed to the call
+            return expr
         callee, args = expr.args[0], expr.args[1]
         name = getattr(callee, "name_hint", "").rstrip("0123456789")
         fields = getattr(args, "fields", ())
@@ -175,6 +177,59 @@ def _te_clip_to_relax(func: relax.Function) -> relax.Function:
         if const_value(bound).ndim != 0:
             return expr
         return _TE_BINARY[name](fields[0], named_const(const_value(bound), None))
+
+    return rewrite_call(pattern, rewriter, func)
+
+
+def _static_shape(ty: relax.Type) -> tuple[int, ...] | None:
+    shape = getattr(ty, "shape", None)
+    if shape is None or not all(isinstance(d, tvm.tirx.IntImm) for d in shape):
+        return None
+    return tuple(int(d) for d in shape)
+
+
+def _te_pad_to_relax(mod: tvm.IRModule, func: relax.Function) -> relax.Function:
+    """call_tir(pad, (x,)) -> relax.nn.pad(x, widths, "constant", value).
+
+    TVM's ONNX frontend emits Pad (constant mode) as TOPI's pad kernel, whose widths live
+    only in its TIR. They are read back by running that kernel once on an all-NaN input:
+    the non-NaN cells are padding, their value the pad value. Any other kernel, a
+    non-float or symbolic shape, or a result that is not such a block is left as it was.
+    """
+    pattern = is_op("relax.call_tir")(wildcard(), wildcard())
+
+    def rewriter(expr: relax.Expr, matches: dict) -> relax.Expr:
+        if not isinstance(expr, relax.Call):  # a var the matcher followed to the call
+            return expr
+        callee, args = expr.args[0], expr.args[1]
+        fields = getattr(args, "fields", ())
+        if (getattr(callee, "name_hint", "").rstrip("0123456789_") != "pad" or len(fields) != 1
+                or not isinstance(fields[0], relax.Var)):
+            return expr
+        source, target = _static_shape(fields[0].ty), _static_shape(expr.ty)
+        dtype = str(getattr(expr.ty, "dtype", ""))
+        if source is None or target is None or len(source) != len(target) or not (
+                dtype.startswith("float") and str(fields[0].ty.dtype) == dtype):
+            return expr
+        kernel = mod[callee].with_attr("global_symbol", "main")
+        data = tvm.runtime.tensor(np.full(source, np.nan, dtype))
+        out = tvm.runtime.tensor(np.zeros(target, dtype))
+        tvm.compile(tvm.IRModule({"main": kernel}), target="llvm")["main"](data, out)
+        result = out.numpy()
+        inside = np.isnan(result)
+        widths = []
+        for axis, (size, total) in enumerate(zip(source, target, strict=True)):
+            hit = np.flatnonzero(inside.any(axis=tuple(a for a in range(len(target))
+                                                       if a != axis)))
+            if len(hit) != size:
+                return expr
+            widths += [int(hit[0]), total - size - int(hit[0])]
+        block = tuple(slice(widths[2 * a], widths[2 * a] + n) for a, n in enumerate(source))
+        values = np.unique(result[~inside])
+        if not inside[block].all() or inside.sum() != inside[block].size or len(values) > 1:
+            return expr
+        value = float(values[0]) if len(values) else 0.0
+        return relax.op.nn.pad(fields[0], widths, "constant", value)
 
     return rewrite_call(pattern, rewriter, func)
 
@@ -259,7 +314,7 @@ def normalize(
         folded = relax.transform.FoldConstant()(tvm.IRModule({**{
             gv: mod[gv] for gv in mod.get_global_vars() if gv.name_hint != entry_name},
             entry_name: func}))
-        func = _te_clip_to_relax(folded[entry_name])
+        func = _te_pad_to_relax(folded, _te_clip_to_relax(folded[entry_name]))
     func = _remove_dropout(func)
     func = _fuse_clip(func)
     func = _const_to_rhs(func)
