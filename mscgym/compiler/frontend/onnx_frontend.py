@@ -79,6 +79,16 @@ def _strip_initializer_inputs(model: onnx.ModelProto) -> None:
         model.graph.input.extend(kept)
 
 
+def _name_unnamed_nodes(model: onnx.ModelProto) -> None:
+    """Name each unnamed node after its first output (what a user finds in Netron), so
+    the tools below do not invent names the user's file does not have."""
+    taken = {n.name for n in model.graph.node if n.name}
+    for node in model.graph.node:
+        if not node.name and node.output and node.output[0] not in taken:
+            node.name = node.output[0]
+            taken.add(node.name)
+
+
 def _fix_input_shapes(model: onnx.ModelProto, input_shapes: InputShapes | None,
                       where: str) -> None:
     """Set the dims of the named inputs (ints fix a dim, strings name a symbolic one)."""
@@ -227,11 +237,13 @@ def normalize_onnx(model: onnx.ModelProto, input_shapes: InputShapes | None = No
     import onnxscript.optimizer
 
     _strip_initializer_inputs(model)
+    _name_unnamed_nodes(model)
     _fix_input_shapes(model, input_shapes, where)
+    # IR < 4 required initializers to be inputs; without them the file needs IR >= 4
+    # (the version converter refuses it otherwise), and the upgraded opset its minimum.
+    model.ir_version = max(model.ir_version, 4)
     model = _upgrade(model, where)
-    # IR < 4 required initializers to be inputs; without them the file needs IR >= 4,
-    # and the (upgraded) opset its own minimum.
-    model.ir_version = max(model.ir_version, 4,
+    model.ir_version = max(model.ir_version,
                            onnx.helper.find_min_ir_version_for(list(model.opset_import), True))
     model = _infer_shapes(model, where)
     model = rewrite_rnns(model)
