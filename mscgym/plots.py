@@ -5,7 +5,11 @@ history JSON (``SearchResult.to_json()``, as ``mscgym search --history`` and the
 leaderboard write), a directory of record JSONs, or an Optuna study written by the
 optuna agent (``sqlite:///search.db`` and the study name). The Pareto front is over
 latency (lower is better) and quality: accuracy where every plan has one, else the
-negative distillation loss, so both axes read "up and left is better".
+negative distillation loss, so both axes read "up and left is better". Plans of
+different tasks (a record directory may mix models) never share a front: each task gets
+its own panel. Points on a front are labelled with a summary of their plan
+("3/4 int8, 2 pruned to 0.5"). Trials a user added to a study without mscgym's metrics
+are skipped, and the title says how many.
 
 Figures are drawn with matplotlib's Agg canvas directly (no pyplot, no global backend
 switch) and written atomically.
@@ -21,6 +25,7 @@ from typing import Any
 
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.ticker import ScalarFormatter
 
 from mscgym.compiler.errors import MSCError
 from mscgym.records.record import load_record
@@ -40,6 +45,8 @@ class Point:
     latency_ms: float
     accuracy: float | None
     distill_loss: float
+    task: str = ""
+    label: str = ""
 
 
 @dataclass
@@ -49,6 +56,17 @@ class PlotData:
     title: str
     stem: str
     points: list[Point]
+    skipped: int = 0
+
+    @property
+    def tasks(self) -> list[str]:
+        """The tasks the points belong to, in order of first appearance."""
+        return list(dict.fromkeys(p.task for p in self.points))
+
+    def of_task(self, task: str) -> PlotData:
+        """The points of one task only."""
+        return PlotData(task or self.title, self.stem,
+                        [p for p in self.points if p.task == task])
 
     @property
     def labelled(self) -> bool:
@@ -70,11 +88,41 @@ def _number(value: Any, where: str, key: str) -> float:
     return float(value)
 
 
-def _point(step: int, score: Any, metrics: Any, where: str) -> Point:
+def plan_summary(plan: Any) -> str:
+    """A short description of a plan: "12/20 int8, 3 pruned to 0.5, 1 to 0.7".
+
+    Quantized layers are counted by their integer form (int8, int4), pruned groups by
+    density; distillation settings and other knobs are left out. A plan that changes
+    nothing reads "baseline".
+    """
+    if not isinstance(plan, dict):
+        return ""
+    quantized: dict[str, int] = {}
+    layers = 0
+    densities: dict[float, int] = {}
+    for name, value in plan.items():
+        tool = str(name).split(":", 1)[0]
+        if tool == "quantize":
+            layers += 1
+            if value != "float":
+                kind = "int4" if str(value).startswith("int4") else "int8"
+                quantized[kind] = quantized.get(kind, 0) + 1
+        elif tool == "prune" and isinstance(value, int | float) and value < 1.0:
+            densities[float(value)] = densities.get(float(value), 0) + 1
+    parts = [f"{count}/{layers} {kind}" for kind, count in sorted(quantized.items())]
+    for index, (density, count) in enumerate(sorted(densities.items())):
+        parts.append(f"{count} pruned to {density:g}" if index == 0
+                     else f"{count} to {density:g}")
+    return ", ".join(parts) or "baseline"
+
+
+def _point(step: int, score: Any, metrics: Any, where: str, task: str = "",
+           plan: Any = None) -> Point:
     if not isinstance(metrics, dict):
         raise PlotError(f"{where}: metrics must be a JSON object, got {type(metrics).__name__}")
     accuracy = metrics.get("accuracy")
-    return Point(step=step, score=_number(score, where, "score"),
+    return Point(step=step, score=_number(score, where, "score"), task=task,
+                 label=plan_summary(plan),
                  latency_ms=_number(metrics.get("latency_ms"), where, "metrics.latency_ms"),
                  accuracy=None if accuracy is None else _number(accuracy, where,
                                                                 "metrics.accuracy"),
@@ -89,17 +137,18 @@ def load_history(path: str | os.PathLike[str]) -> PlotData:
     if not isinstance(data, dict) or not isinstance(data.get("history"), list):
         raise PlotError(f"{where}: not a search history (expected a JSON object with a "
                         "'history' list, as SearchResult.to_json() writes)")
+    record = data.get("best_record")
+    task = record.get("task") if isinstance(record, dict) else None
+    task = task if isinstance(task, dict) else {}
+    name = f"{task.get('tool', '?')} {task.get('model', '?')}"
     points = []
     for index, entry in enumerate(data["history"]):
         if not isinstance(entry, dict):
             raise PlotError(f"{where}: history[{index}] must be a JSON object")
         points.append(_point(index, entry.get("score"), entry.get("metrics"),
-                             f"{where}: history[{index}]"))
+                             f"{where}: history[{index}]", name, entry.get("plan")))
     if not points:
         raise PlotError(f"{where}: the history is empty (the search evaluated no plan)")
-    record = data.get("best_record")
-    task = record.get("task") if isinstance(record, dict) else None
-    task = task if isinstance(task, dict) else {}
     title = (f"{data.get('agent') or 'search'} on {task.get('tool', '?')} "
              f"{task.get('model', '?')} (budget {data.get('budget', len(points))})")
     return PlotData(title, Path(path).stem, points)
@@ -114,7 +163,11 @@ def load_records(directory: str | os.PathLike[str]) -> PlotData:
     points = []
     for step, path in enumerate(paths):
         record = load_record(path)
-        points.append(_point(step, record.score, record.metrics.to_json(), f"record {path}"))
+        task = f"{record.task.get('tool', '?')} {record.task.get('model', '?')}"
+        if record.task.get("runner") not in (None, "onnxruntime"):
+            task += f" ({record.task['runner']})"
+        points.append(_point(step, record.score, record.metrics.to_json(), f"record {path}",
+                             task, record.plan))
     return PlotData(f"{len(points)} records in {root.name or root.resolve().name}",
                     root.resolve().name, points)
 
@@ -145,16 +198,23 @@ def load_study(storage: str, study_name: str | None = None) -> PlotData:
     if not trials:
         raise PlotError(f"{where}: study {study_name!r} has no finished trials")
     points = []
-    for step, trial in enumerate(trials):
+    skipped = 0
+    for trial in trials:
         attrs = trial.user_attrs
         if "metrics" not in attrs or "score" not in attrs:
-            raise PlotError(f"{where}: trial {trial.number} of study {study_name!r} has no "
-                            "'metrics'/'score' user attributes; only studies written by "
-                            "mscgym's optuna agent can be plotted")
-        points.append(_point(step, attrs["score"], attrs["metrics"],
-                             f"{where}: trial {trial.number}"))
-    return PlotData(f"optuna study {study_name}", re.sub(r"[^A-Za-z0-9.+-]+", "_", study_name),
-                    points)
+            skipped += 1  # added by the user's own study.optimize, without mscgym's metrics
+            continue
+        points.append(_point(len(points), attrs["score"], attrs["metrics"],
+                             f"{where}: trial {trial.number}", study_name,
+                             attrs.get("plan", trial.params)))
+    if not points:
+        raise PlotError(f"{where}: no trial of study {study_name!r} has 'metrics'/'score' "
+                        "user attributes; only studies written by mscgym's optuna agent "
+                        "can be plotted")
+    title = f"optuna study {study_name}"
+    if skipped:
+        title += f" ({skipped} trial{'s' if skipped > 1 else ''} without metrics skipped)"
+    return PlotData(title, re.sub(r"[^A-Za-z0-9.+-]+", "_", study_name), points, skipped)
 
 
 def load_source(source: str, study: str | None = None) -> PlotData:
@@ -189,6 +249,19 @@ def _save(figure: Figure, path: str) -> str:
     return path
 
 
+def _readable_scores(axes: Any, scores: list[float]) -> None:
+    """A y axis that reads where scores go negative (plans outside a quality bound score
+    ``-1 - violation``): symmetric-log scale with plain numbers, not powers of ten, and
+    the zero line marked, so feasible (>= 0) and infeasible plans are told apart."""
+    if min(scores) >= 0:
+        return
+    axes.set_yscale("symlog", linthresh=1.0, linscale=1.0)
+    axes.yaxis.set_major_formatter(ScalarFormatter())
+    axes.axhline(0.0, color="black", linewidth=0.8, linestyle="--")
+    axes.text(0.01, 0.0, " bound", transform=axes.get_yaxis_transform(), va="bottom",
+              fontsize=8)
+
+
 def plot_history(data: PlotData, path: str) -> str:
     """Score of each evaluated plan and the best score so far, against the step."""
     figure = Figure(figsize=(7, 4.2), layout="constrained")
@@ -198,8 +271,7 @@ def plot_history(data: PlotData, path: str) -> str:
     best = [max(scores[:i + 1]) for i in range(len(scores))]
     axes.scatter(steps, scores, s=18, color="tab:blue", alpha=0.7, label="score")
     axes.step(steps, best, where="post", color="tab:red", linewidth=2, label="best so far")
-    if min(scores) < 0:
-        axes.set_yscale("symlog", linthresh=1.0)
+    _readable_scores(axes, scores)
     axes.set_xlabel("evaluation")
     axes.set_ylabel("score (higher is better)")
     axes.set_title(data.title)
@@ -209,19 +281,30 @@ def plot_history(data: PlotData, path: str) -> str:
 
 
 def plot_pareto(data: PlotData, path: str) -> str:
-    """Quality against latency of every plan, the Pareto front highlighted."""
-    figure = Figure(figsize=(7, 4.2), layout="constrained")
-    axes = figure.add_subplot()
-    axes.scatter([p.latency_ms for p in data.points], [data.quality(p) for p in data.points],
-                 s=18, color="tab:gray", alpha=0.6, label="plans")
-    front = pareto_front(data)
-    axes.plot([p.latency_ms for p in front], [data.quality(p) for p in front], "o-",
-              color="tab:red", markersize=6, drawstyle="steps-post", label="Pareto front")
-    axes.set_xlabel("latency (ms, lower is better)")
-    axes.set_ylabel(f"{data.quality_label} (higher is better)")
-    axes.set_title(data.title)
-    axes.grid(alpha=0.3)
-    axes.legend(loc="best")
+    """Quality against latency of every plan, one panel and one front per task (plans of
+    different models never share a front), front points labelled with their plan."""
+    tasks = data.tasks
+    figure = Figure(figsize=(7, 4.2 * len(tasks)), layout="constrained")
+    for index, task in enumerate(tasks):
+        part = data.of_task(task)
+        axes = figure.add_subplot(len(tasks), 1, index + 1)
+        axes.scatter([p.latency_ms for p in part.points],
+                     [part.quality(p) for p in part.points],
+                     s=18, color="tab:gray", alpha=0.6, label="plans")
+        front = pareto_front(part)
+        axes.plot([p.latency_ms for p in front], [part.quality(p) for p in front], "o-",
+                  color="tab:red", markersize=6, drawstyle="steps-post", label="Pareto front")
+        for point in front:
+            if point.label:
+                axes.annotate(point.label, (point.latency_ms, part.quality(point)),
+                              textcoords="offset points", xytext=(4, 4), fontsize=7)
+        axes.set_xlabel("latency (ms, lower is better)")
+        axes.set_ylabel(f"{part.quality_label} (higher is better)")
+        axes.set_title(data.title if len(tasks) == 1 else task)
+        axes.grid(alpha=0.3)
+        axes.legend(loc="best")
+    if len(tasks) > 1:
+        figure.suptitle(data.title)
     return _save(figure, path)
 
 

@@ -14,7 +14,17 @@ from PIL import Image
 
 from mscgym.agents import create_agent
 from mscgym.cli import main
-from mscgym.plots import PlotError, load_history, load_source, make_plots, pareto_front
+from mscgym.plots import (
+    PlotData,
+    PlotError,
+    Point,
+    load_history,
+    load_source,
+    make_plots,
+    pareto_front,
+    plan_summary,
+    plot_pareto,
+)
 from mscgym.tasks.task import Task
 
 SEARCH = ["search", "--task", "prune", "--model", "digits-cnn", "--agent", "random",
@@ -118,3 +128,36 @@ def test_a_study_not_written_by_mscgym_is_refused(study: str) -> None:
         load_source(study)
     with pytest.raises(PlotError, match="only studies written by mscgym"):
         load_source(study, "foreign")
+
+
+def test_plan_summary_counts_quantized_layers_and_pruned_groups() -> None:
+    plan = {"quantize:a": "int8_channel_minmax", "quantize:b": "float",
+            "quantize:c": "int4w_channel_minmax", "quantize:d": "uint8a_channel_minmax",
+            "prune:a": 0.5, "prune:b": 0.5, "prune:c": 0.7, "prune:d": 1.0}
+    assert plan_summary(plan) == "1/4 int4, 2/4 int8, 2 pruned to 0.5, 1 to 0.7"
+    assert plan_summary({"quantize:a": "float", "prune:a": 1.0}) == "baseline"
+
+
+def test_pareto_has_one_front_per_task(searched: Path, tmp_path: Path) -> None:
+    data = load_history(searched / "history.json")
+    fast = [Point(p.step, p.score, p.latency_ms / 100, p.accuracy, p.distill_loss,
+                  "quantize other-model", "1/4 int8") for p in data.points]
+    mixed = PlotData("mixed", "mixed", [*data.points, *fast])
+    assert mixed.tasks == [data.points[0].task, "quantize other-model"]
+    assert all(p.label for p in data.points)
+    assert pareto_front(mixed.of_task("quantize other-model")) == pareto_front(
+        PlotData("x", "x", fast))
+    single = Image.open(plot_pareto(data, str(tmp_path / "one.png")))
+    double = Image.open(plot_pareto(mixed, str(tmp_path / "two.png")))
+    assert double.size[1] > 1.5 * single.size[1]
+
+
+def test_a_study_with_user_added_trials_is_plotted(study: str, tmp_path: Path) -> None:
+    loaded = optuna.load_study(study_name="prune-cnn", storage=study)
+    first = loaded.trials[0]
+    loaded.add_trial(optuna.trial.create_trial(params=first.params,
+                                               distributions=first.distributions, value=0.5))
+    data = load_source(study, "prune-cnn")
+    assert len(data.points) == 3 and data.skipped == 1
+    assert "1 trial without metrics skipped" in data.title
+    _assert_pngs(make_plots(study, tmp_path, "prune-cnn"), "prune-cnn")

@@ -11,6 +11,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from mscgym import zoo
+from mscgym.zoo import data as zoo_data
 from mscgym.zoo.cache import resolve_cache_dir, weights_path
 from mscgym.zoo.training import RECIPE_VERSION
 
@@ -21,6 +22,7 @@ DIGITS_MODELS = [
     "digits-mobilenet",
     "digits-transformer",
 ]
+DIGITS32_MODELS = ["digits32-resnet20", "digits32-mobilenetv2"]
 IMAGENET_PARAMETERS = {"resnet18": 11_689_512, "mobilenetv2": 3_504_872}
 
 
@@ -44,7 +46,32 @@ def load_cached(cache_dir: Path):
 
 
 def test_list_models() -> None:
-    assert zoo.list_models() == [*DIGITS_MODELS, "resnet18", "mobilenetv2"]
+    assert zoo.list_models() == [*DIGITS_MODELS, *DIGITS32_MODELS, "resnet18", "mobilenetv2"]
+
+
+def _cached_or_slow(name: str) -> pytest.param:
+    """A model in the user's zoo cache loads in a second; without it the test trains it
+    (minutes on 2 cores), so it is marked slow."""
+    cached = weights_path(resolve_cache_dir(), name, RECIPE_VERSION).exists()
+    return pytest.param(name, marks=() if cached else pytest.mark.slow)
+
+
+@pytest.mark.parametrize("name", [_cached_or_slow(n) for n in DIGITS32_MODELS])
+def test_digits32_models_are_accurate_on_labels(name: str) -> None:
+    m = zoo.load(name)
+    assert m.input_shape == (1, 1, 32, 32)
+    assert m.train_data is not None and m.train_data[0].shape[1:] == (1, 32, 32)
+    assert m.test_data is not None and len(m.test_data[0]) == 360
+    assert m.accuracy(m.model) >= 0.97
+    assert m.accuracy(m.model, batch_size=64) == m.accuracy(m.model)
+
+
+def test_digits32_data_are_the_digits_upsampled() -> None:
+    small, large = zoo_data.digits(), zoo_data.digits32()
+    np.testing.assert_array_equal(small.eval_labels, large.eval_labels)
+    assert large.train_inputs.shape == (len(small.train_inputs), 1, 32, 32)
+    pooled = large.eval_inputs.reshape(-1, 1, 8, 4, 8, 4).mean(axis=(3, 5))
+    assert np.corrcoef(pooled.ravel(), small.eval_inputs.ravel())[0, 1] > 0.95
 
 
 def test_unknown_model_lists_known_names() -> None:
