@@ -55,6 +55,10 @@ DISTILL_CHOICES: dict[str, tuple[Any, ...]] = {
 }
 DISTILL_BASELINE = {"temperature": 4.0, "epochs": 1, "alpha": 0.5, "lr": 0.001,
                     "intermediate": "none"}
+RECOVERY_CHOICES: dict[str, tuple[Any, ...]] = {"epochs": (0, 1, 2), "lr": (0.001, 0.003)}
+"""Compress tasks with labelled training data fine-tune the pruned model from the float
+teacher (AMC's recipe) for this many epochs at this learning rate; 0 epochs is the
+baseline. Without labels (ImageNet crops) there is no recovery dimension."""
 
 
 PERCENTILES: tuple[float, ...] = (99.9, 99.99, 99.999)
@@ -218,6 +222,9 @@ class Task:
                 dims.append(Dimension(f"prune:{members[0]}", self.densities, 1.0))
         if self.tool in ("quantize", "compress"):
             dims.extend(self._quant_dims())
+        if self.tool == "compress" and self.data.train_labels is not None:
+            for name, choices in RECOVERY_CHOICES.items():
+                dims.append(Dimension(f"distill:{name}", choices, choices[0]))
         if self.tool == "distill":
             for name, choices in DISTILL_CHOICES.items():
                 dims.append(Dimension(f"distill:{name}", choices, DISTILL_BASELINE[name]))
@@ -378,6 +385,10 @@ class Task:
                 graph, params, prune_strategy = self._prune(graph, params, by_tool["prune"])
                 if prune_strategy is not None:
                     strategies["prune"] = prune_strategy
+            recovery = by_tool.get("distill", {})
+            if recovery.get("epochs", 0) > 0:  # compress: fine-tune before calibrating
+                params, strategies["distill"] = self._distill(
+                    graph, params, {}, {**DISTILL_BASELINE, **recovery}, on_epoch)
             if "quantize" in by_tool:
                 percentile = by_tool.get("calibrate", {}).get("percentile")
                 quant = self._quantize(graph, params, by_tool["quantize"], percentile)
