@@ -6,9 +6,11 @@ Agents: ``grid``, ``random``, ``greedy``, ``optuna`` (TPE, GP, CMA-ES, NSGA-II) 
 TensorBoard logs) and return a :class:`SearchResult` with the best plan's record.
 """
 
-from mscgym.agents.base import Agent, SearchResult, resolve_task
-from mscgym.agents.evaluator import Evaluator, pareto_front
-from mscgym.agents.registry import AGENTS, agent_class, create_agent
+from mscgym.utils.lazy import lazy_exports
 
-__all__ = ["AGENTS", "Agent", "Evaluator", "SearchResult", "agent_class", "create_agent",
-           "pareto_front", "resolve_task"]
+# Loaded on first use, so the registry of names (``AGENTS``) imports without torch.
+__all__ = lazy_exports(__name__, {
+    "mscgym.agents.base": ("Agent", "SearchResult", "resolve_task"),
+    "mscgym.agents.evaluator": ("Evaluator", "pareto_front"),
+    "mscgym.agents.registry": ("AGENTS", "agent_class", "create_agent"),
+})

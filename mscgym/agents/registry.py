@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import importlib
 import inspect
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from mscgym.agents.base import Agent
 from mscgym.compiler.errors import MSCError
+
+if TYPE_CHECKING:
+    from mscgym.agents.base import Agent
 
 AGENTS: dict[str, tuple[str, str]] = {
     "grid": ("mscgym.agents.grid", "GridAgent"),

@@ -12,21 +12,16 @@ import argparse
 import json
 import sys
 from pathlib import Path
-from typing import Any
-
-from google.protobuf.message import DecodeError
-from onnx.checker import ValidationError
+from typing import TYPE_CHECKING, Any
 
 from mscgym import zoo
 from mscgym.cli.model_args import add_model_arguments, input_shapes
-from mscgym.compiler.analysis import graph_summary
 from mscgym.compiler.errors import MSCError
-from mscgym.compiler.frontend import from_onnx, from_torch
-from mscgym.compiler.graph import MSCGraph
-from mscgym.compiler.graph_translator import Params
-from mscgym.compiler.serialize import load_graph
-from mscgym.tasks.sources import load_model_file
 from mscgym.utils.paths import output_arg
+
+if TYPE_CHECKING:  # the loaders import TVM, ONNX and torch when a model is loaded
+    from mscgym.compiler.graph import MSCGraph
+    from mscgym.compiler.graph_translator import Params
 
 NAME = "inspect"
 
@@ -40,6 +35,9 @@ def register(subparsers: Any) -> None:
         description="Translate a zoo model, an exported graph file or an ONNX file to an "
                     "MSCGraph and print its inputs, outputs, totals, op-type counts and "
                     "per-layer parameters and FLOPs.",
+        epilog="examples:\n  mscgym inspect digits-cnn\n"
+               "  mscgym inspect model.onnx --input-shape input=1x3x224x224 --json",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("target", metavar="NAME_OR_PATH", nargs="?",
                         help="a zoo model name, an exported graph .json, an .onnx file or a "
@@ -59,6 +57,8 @@ def register(subparsers: Any) -> None:
 def load_target(target: str, input_shapes: dict[str, tuple[int | str, ...]] | None = None
                 ) -> tuple[MSCGraph, Params, str]:
     """(graph, params, where it came from) for a zoo name, graph, ONNX or .pt2 file."""
+    from mscgym.compiler.serialize import load_graph
+
     path = Path(target)
     if path.is_file():
         if path.suffix.lower() == ".onnx":
@@ -80,6 +80,11 @@ def load_target(target: str, input_shapes: dict[str, tuple[int | str, ...]] | No
 
 def _from_onnx(path: Path, input_shapes: dict[str, tuple[int | str, ...]] | None = None
                ) -> tuple[MSCGraph, Params]:
+    from google.protobuf.message import DecodeError
+    from onnx.checker import ValidationError
+
+    from mscgym.compiler.frontend import from_onnx
+
     try:
         return from_onnx(path, input_shapes=input_shapes or None)
     except (MSCError, OSError, DecodeError, ValidationError, ValueError, NotImplementedError,
@@ -90,6 +95,8 @@ def _from_onnx(path: Path, input_shapes: dict[str, tuple[int | str, ...]] | None
 
 
 def _from_file(path: Path) -> tuple[MSCGraph, Params]:
+    from mscgym.tasks.sources import load_model_file
+
     try:
         return load_model_file(path)
     except MSCError:
@@ -99,6 +106,8 @@ def _from_file(path: Path) -> tuple[MSCGraph, Params]:
 
 
 def _from_zoo(name: str) -> tuple[MSCGraph, Params]:
+    from mscgym.compiler.frontend import from_torch
+
     try:
         model = zoo.load(name)
     except zoo.ZooCacheError as exc:
@@ -157,6 +166,8 @@ def format_summary(summary: dict[str, Any], source: str) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
+    from mscgym.compiler.analysis import graph_summary
+
     if args.target is None and args.model is None:
         raise MSCError("the following arguments are required: NAME_OR_PATH (or --model)")
     if args.target is not None and args.model is not None:

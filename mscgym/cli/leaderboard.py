@@ -14,18 +14,8 @@ import dataclasses
 import os
 from typing import Any
 
-import optuna
-
-from mscgym.leaderboard import (
-    ALL_AGENTS,
-    FULL,
-    QUICK,
-    TASKS,
-    LeaderboardConfig,
-    run_leaderboard,
-)
-from mscgym.leaderboard.report import JSON_NAME, MARKDOWN_NAME, summary_table
-from mscgym.leaderboard.results import summarize
+from mscgym.leaderboard.config import ALL_AGENTS, FULL, QUICK, LeaderboardConfig
+from mscgym.leaderboard.tasks import TASKS
 from mscgym.utils.paths import output_arg
 
 NAME = "leaderboard"
@@ -57,6 +47,10 @@ def register(subparsers: Any) -> None:
                     "validate each best record, and rank the agents by the geometric mean "
                     "of their latency speed-ups (a plan outside the task's quality bound "
                     "counts as 1.0). See docs/LEADERBOARD.md.",
+        epilog="examples:\n  mscgym leaderboard --quick --out lb\n"
+               "  mscgym leaderboard --budget 16 --agents random,optuna --tasks "
+               "quantize/digits-cnn",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--quick", action="store_true",
                         help=f"the small leaderboard: tasks {','.join(QUICK.tasks)}, budget "
@@ -97,6 +91,12 @@ def _listing() -> str:
 
 
 def run(args: argparse.Namespace) -> int:
+    import optuna
+
+    from mscgym.leaderboard.report import JSON_NAME, MARKDOWN_NAME, summary_table
+    from mscgym.leaderboard.results import summarize
+    from mscgym.leaderboard.runner import run_leaderboard
+
     if args.list:
         print(_listing())
         return 0

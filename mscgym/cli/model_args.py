@@ -10,17 +10,14 @@ from __future__ import annotations
 
 import argparse
 import os
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mscgym import zoo
 from mscgym.compiler.errors import MSCError
-from mscgym.tasks.sources import (
-    MODEL_SUFFIXES,
-    ModelFile,
-    TaskData,
-    data_from_files,
-    unknown_model_message,
-)
+from mscgym.tasks.kinds import MODEL_SUFFIXES
+
+if TYPE_CHECKING:  # mscgym.tasks.sources imports torch and TVM, so the functions import it
+    from mscgym.tasks.sources import ModelFile, TaskData
 
 MODEL_HELP = (f"a zoo model name ({', '.join(zoo.list_models())}) or a model file: "
               f"{', '.join(MODEL_SUFFIXES)} (ONNX, saved torch.export program, exported graph)")
@@ -72,6 +69,8 @@ def input_shapes(args: argparse.Namespace) -> dict[str, tuple[int | str, ...]]:
 
 def model_spec(target: str, args: argparse.Namespace) -> str | ModelFile:
     """A zoo name as is, a file as a :class:`ModelFile` (with its input shapes)."""
+    from mscgym.tasks.sources import ModelFile, unknown_model_message
+
     shapes = input_shapes(args)
     if os.path.isfile(target):
         return ModelFile(target, shapes or None)
@@ -84,6 +83,8 @@ def model_spec(target: str, args: argparse.Namespace) -> str | ModelFile:
 
 def task_data(args: argparse.Namespace, model: str | ModelFile) -> TaskData | None:
     """The data the flags name (None: a zoo model's own data)."""
+    from mscgym.tasks.sources import ModelFile, data_from_files
+
     if getattr(args, "data", None) is None:
         if getattr(args, "eval_data", None) or getattr(args, "labels", None):
             raise MSCError("--eval-data and --labels need --data (the calibration inputs)")

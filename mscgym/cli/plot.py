@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from mscgym.plots import make_plots
 from mscgym.utils.paths import output_arg
 
 NAME = "plot"
@@ -24,6 +23,9 @@ def register(subparsers: Any) -> None:
         description="Plot the score per evaluation (with the best so far) and the Pareto "
                     "front of quality against latency of a search history JSON, a directory "
                     "of records, or an Optuna study.",
+        epilog="examples:\n  mscgym plot history.json --out plots\n"
+               "  mscgym plot sqlite:///search.db --study quantize-digits-cnn",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("source", metavar="RECORDS_OR_STUDY",
                         help="a history .json, a directory of record .json files, or an "
@@ -36,6 +38,8 @@ def register(subparsers: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from mscgym.plots import make_plots  # matplotlib
+
     for path in make_plots(args.source, args.out, study=args.study):
         print(path)
     return 0

@@ -15,7 +15,6 @@ from typing import Any
 import numpy as np
 
 from mscgym.compiler.errors import MSCError
-from mscgym.records.replay import replay
 from mscgym.utils.files import atomic_write
 from mscgym.utils.paths import output_arg
 
@@ -28,6 +27,9 @@ def register(subparsers: Any) -> None:
         description="Rebuild the task and compressed model a record describes, check the "
                     "tool strategies against the record, run the model on the record's "
                     "runner and print its accuracy and distillation loss.",
+        epilog="examples:\n  mscgym replay best.json\n"
+               "  mscgym replay best.json --output outputs.npy",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("record", metavar="RECORD", help="a record .json written by search")
     parser.add_argument("--output", metavar="OUT.npy", type=output_arg(),
@@ -46,6 +48,8 @@ def _compare(value: float | None, recorded: float | None, fmt: str) -> str:
 def run(args: argparse.Namespace) -> int:
     if args.output is not None and Path(args.output).suffix != ".npy":
         raise MSCError(f"output file {args.output!r} must end in .npy")
+    from mscgym.records.replay import replay  # torch, TVM: only when a record is replayed
+
     result = replay(args.record)
     task, recorded = result.task, result.record.metrics
     print(f"record:       {args.record} ({task.tool} {task.source.model_id}, "

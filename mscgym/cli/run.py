@@ -17,7 +17,10 @@ def register(subparsers: Any) -> None:
         NAME, help="run a config-driven compression pipeline, or replay a workspace",
         description="Run the pipeline a JSON config describes (baseline -> prune/quantize/"
                     "distill -> finalize -> export), resuming after the last finished stage "
-                    "of an existing workspace; or replay a finished workspace.")
+                    "of an existing workspace; or replay a finished workspace.",
+        epilog="examples:\n  mscgym run examples/pipeline.json\n"
+               "  mscgym run --replay msc_workspace",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("config", nargs="?", help="pipeline config (JSON)")
     parser.add_argument("--model", help="model (zoo name, .onnx, .pt2 or exported graph); "
                                         "default: the config's 'model' key")

@@ -12,22 +12,25 @@ from __future__ import annotations
 import argparse
 import json
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mscgym import zoo
-from mscgym.agents import AGENTS, SearchResult, create_agent
+from mscgym.agents.registry import AGENTS
 from mscgym.cli.model_args import add_model_arguments, task_model_and_data
 from mscgym.compiler.errors import MSCError
 from mscgym.runtime.registry import runner_names
-from mscgym.runtime.runner import RunnerUnavailableError
+from mscgym.tasks.kinds import TOOLS
 from mscgym.tasks.scorers import SCORERS
-from mscgym.tasks.task import TOOLS, Task
 from mscgym.utils.files import atomic_write_text
 from mscgym.utils.paths import exclusive_output, output_arg
 
 NAME = "search"
 
 _OPTUNA_ONLY = ("sampler", "storage", "study_name")
+
+if TYPE_CHECKING:  # torch and TVM: imported when a search runs, not for --help
+    from mscgym.agents.base import SearchResult
+    from mscgym.tasks.task import Task
 
 
 def _positive_int(text: str) -> int:
@@ -56,6 +59,11 @@ def register(subparsers: Any) -> None:
         description="Search the per-layer choices of a compression task (quantize, prune, "
                     "distill or all of them) with an agent under a budget of plans, print "
                     "the baseline against the best plan, and write the best plan's record.",
+        epilog="examples:\n  mscgym search --task quantize --model digits-cnn --budget 16 "
+               "--record best.json\n"
+               "  mscgym search --task prune --model digits-resnet --agent optuna --budget 32 "
+               "--record best.json --history history.json",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--task", required=True, choices=TOOLS, help="what to search")
     add_model_arguments(parser)
@@ -102,6 +110,9 @@ def _agent_options(args: argparse.Namespace) -> dict[str, Any]:
 
 def build_task(args: argparse.Namespace) -> Task:
     """The task the arguments describe; an unknown model or missing runner is an MSCError."""
+    from mscgym.runtime.runner import RunnerUnavailableError
+    from mscgym.tasks.task import Task
+
     source = task_model_and_data(args)
     scorer_options: dict[str, Any] = {}
     if args.max_drop is not None:
@@ -157,6 +168,8 @@ def format_summary(task: Task, result: SearchResult, path: str) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
+    from mscgym.agents.registry import create_agent
+
     options = _agent_options(args)
     agent = create_agent(args.agent, **options)
     with exclusive_output(args.record, "--record"):  # a second search on it is refused

@@ -12,9 +12,10 @@ from __future__ import annotations
 
 import argparse
 import json
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from mscgym.records.replay import ValidationReport, ValidationRow, validate
+if TYPE_CHECKING:  # torch and TVM: run imports them when a record is validated
+    from mscgym.records.replay import ValidationReport, ValidationRow
 
 NAME = "validate"
 EXIT_FAILED = 1
@@ -29,6 +30,8 @@ def register(subparsers: Any) -> None:
         description="Re-evaluate the plan a record holds and compare every metric with the "
                     "record's tolerance; exit 0 if all hold, 1 if one does not, 2 if the "
                     "record is refused.",
+        epilog="examples:\n  mscgym validate best.json\n  mscgym validate best.json --json",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("record", metavar="RECORD", help="a record .json written by search")
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
@@ -73,6 +76,8 @@ def format_report(report: ValidationReport) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
+    from mscgym.records.replay import validate
+
     report = validate(args.record)
     if args.json:
         print(json.dumps(report.to_json(), indent=1))

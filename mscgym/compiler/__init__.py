@@ -1,26 +1,18 @@
-"""The multi-system compiler: MSCGraph IR, translators to and from TVM Relax, codegen."""
+"""The multi-system compiler: MSCGraph IR, translators to and from TVM Relax, codegen.
 
-from mscgym.compiler.errors import GraphError, GraphFormatError, MSCError, UnsupportedOpError
-from mscgym.compiler.frontend import from_onnx, from_torch
-from mscgym.compiler.graph import MSCGraph, MSCNode, MSCTensor
-from mscgym.compiler.graph_translator import from_relax, to_relax
-from mscgym.compiler.normalize import normalize
-from mscgym.compiler.serialize import load_graph
-from mscgym.compiler.transform import msc_transform
+The names below load on first use (:mod:`mscgym.utils.lazy`), so importing a light
+submodule such as :mod:`mscgym.compiler.errors` does not import TVM.
+"""
 
-__all__ = [
-    "GraphError",
-    "GraphFormatError",
-    "MSCError",
-    "MSCGraph",
-    "MSCNode",
-    "MSCTensor",
-    "UnsupportedOpError",
-    "from_onnx",
-    "from_relax",
-    "from_torch",
-    "load_graph",
-    "msc_transform",
-    "normalize",
-    "to_relax",
-]
+from mscgym.utils.lazy import lazy_exports
+
+__all__ = lazy_exports(__name__, {
+    "mscgym.compiler.errors": ("GraphError", "GraphFormatError", "MSCError",
+                               "UnsupportedOpError"),
+    "mscgym.compiler.frontend": ("from_onnx", "from_torch"),
+    "mscgym.compiler.graph": ("MSCGraph", "MSCNode", "MSCTensor"),
+    "mscgym.compiler.graph_translator": ("from_relax", "to_relax"),
+    "mscgym.compiler.normalize": ("normalize",),
+    "mscgym.compiler.serialize": ("load_graph",),
+    "mscgym.compiler.transform": ("msc_transform",),
+})

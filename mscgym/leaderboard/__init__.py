@@ -5,43 +5,16 @@ recorded and re-validated; geomean latency speed-up per agent (see docs/LEADERBO
 runs; ``FULL`` is every task with budgets 16, 64 and 256.
 """
 
-from mscgym.leaderboard.entrants import ALL_AGENTS, ENTRANTS, QUICK_AGENTS, UniformAgent, make_agent
-from mscgym.leaderboard.report import to_json, to_markdown, write_outputs
-from mscgym.leaderboard.results import AgentSummary, RunResult, geomean, speedup, summarize
-from mscgym.leaderboard.runner import (
-    FULL,
-    QUICK,
-    Leaderboard,
-    LeaderboardConfig,
-    audit,
-    run_leaderboard,
-    run_one,
-)
-from mscgym.leaderboard.tasks import QUICK_TASKS, TASKS, LeaderboardTask, get_tasks
+from mscgym.utils.lazy import lazy_exports
 
-__all__ = [
-    "ALL_AGENTS",
-    "ENTRANTS",
-    "FULL",
-    "QUICK",
-    "QUICK_AGENTS",
-    "QUICK_TASKS",
-    "TASKS",
-    "AgentSummary",
-    "Leaderboard",
-    "LeaderboardConfig",
-    "LeaderboardTask",
-    "RunResult",
-    "UniformAgent",
-    "audit",
-    "geomean",
-    "get_tasks",
-    "make_agent",
-    "run_leaderboard",
-    "run_one",
-    "speedup",
-    "summarize",
-    "to_json",
-    "to_markdown",
-    "write_outputs",
-]
+# Loaded on first use, so the configurations (names, budgets) import without torch.
+__all__ = lazy_exports(__name__, {
+    "mscgym.leaderboard.config": ("ALL_AGENTS", "ENTRANTS", "FULL", "QUICK", "QUICK_AGENTS",
+                                  "LeaderboardConfig"),
+    "mscgym.leaderboard.entrants": ("UniformAgent", "make_agent"),
+    "mscgym.leaderboard.report": ("to_json", "to_markdown", "write_outputs"),
+    "mscgym.leaderboard.results": ("AgentSummary", "RunResult", "geomean", "speedup",
+                                   "summarize"),
+    "mscgym.leaderboard.runner": ("Leaderboard", "audit", "run_leaderboard", "run_one"),
+    "mscgym.leaderboard.tasks": ("QUICK_TASKS", "TASKS", "LeaderboardTask", "get_tasks"),
+})

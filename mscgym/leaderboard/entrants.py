@@ -14,6 +14,7 @@ from typing import Any
 
 from mscgym.agents import AGENTS, Agent, Evaluator, create_agent
 from mscgym.compiler.errors import MSCError
+from mscgym.leaderboard.config import ALL_AGENTS, ENTRANTS, UNIFORM_AGENT
 from mscgym.leaderboard.tasks import SEED
 from mscgym.tasks.task import Task
 
@@ -29,7 +30,7 @@ class UniformAgent(Agent):
     earned its budget.
     """
 
-    name = "uniform-int8"
+    name = UNIFORM_AGENT
 
     def __init__(self, *, seed: int = 0, progress: bool = True,
                  logdir: str | os.PathLike[str] | None = None) -> None:
@@ -45,20 +46,6 @@ class UniformAgent(Agent):
                 plan[dim.name] = uniform[tool]
         evaluator.evaluate(plan, phase="uniform")
         return {}
-
-
-ENTRANTS: dict[str, tuple[str, dict[str, Any]]] = {
-    "grid": ("grid", {}),
-    "random": ("random", {}),
-    "greedy": ("greedy", {}),
-    "optuna": ("optuna", {"sampler": "tpe"}),
-    "optuna-nsga2": ("optuna", {"sampler": "nsga2"}),
-    "rl": ("rl", {}),
-}
-"""Leaderboard name -> (registered agent, options). Other names in
-``mscgym.agents.AGENTS`` run with their defaults."""
-ALL_AGENTS = (UniformAgent.name, *ENTRANTS)
-QUICK_AGENTS = ("uniform-int8", "random", "greedy", "optuna")
 
 
 def _external(spec: str) -> Agent:

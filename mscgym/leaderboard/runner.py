@@ -21,42 +21,14 @@ from typing import Any
 
 from mscgym.agents import SearchResult
 from mscgym.compiler.errors import MSCError
-from mscgym.leaderboard.entrants import ALL_AGENTS, QUICK_AGENTS, make_agent
+from mscgym.leaderboard.config import LeaderboardConfig
+from mscgym.leaderboard.entrants import make_agent
 from mscgym.leaderboard.report import write_outputs
 from mscgym.leaderboard.results import RunResult, speedup
-from mscgym.leaderboard.tasks import (
-    DEFAULT_PROFILE_REPEAT,
-    QUICK_TASKS,
-    TASKS,
-    LeaderboardTask,
-    get_tasks,
-)
+from mscgym.leaderboard.tasks import LeaderboardTask, get_tasks
 from mscgym.records.replay import validate
 from mscgym.tasks.task import Task
 from mscgym.utils.files import atomic_write_text
-
-FULL_BUDGETS = (16, 64, 256)
-QUICK_BUDGETS = (8,)
-QUICK_PROFILE_REPEAT = 100  # runs of 20-40 us: many repeats make the median re-measurable
-
-
-@dataclass(frozen=True)
-class LeaderboardConfig:
-    """Which tasks, agents and budgets to run, and how many timed runs per latency."""
-
-    tasks: tuple[str, ...] = tuple(TASKS)
-    agents: tuple[str, ...] = ALL_AGENTS
-    budgets: tuple[int, ...] = FULL_BUDGETS
-    profile_repeat: int = DEFAULT_PROFILE_REPEAT
-
-    def to_json(self) -> dict[str, Any]:
-        return {"tasks": list(self.tasks), "agents": list(self.agents),
-                "budgets": list(self.budgets), "profile_repeat": self.profile_repeat}
-
-
-FULL = LeaderboardConfig()
-QUICK = LeaderboardConfig(tasks=QUICK_TASKS, agents=QUICK_AGENTS, budgets=QUICK_BUDGETS,
-                          profile_repeat=QUICK_PROFILE_REPEAT)
 
 
 @dataclass

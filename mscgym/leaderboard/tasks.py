@@ -12,11 +12,13 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mscgym.compiler.errors import MSCError
 from mscgym.tasks.metrics import Metrics
-from mscgym.tasks.task import Task
+
+if TYPE_CHECKING:
+    from mscgym.tasks.task import Task
 
 SCORER = "latency_under_accuracy"
 MAX_DROP = 0.01
@@ -59,6 +61,8 @@ class LeaderboardTask:
 
     def build(self, profile_repeat: int = DEFAULT_PROFILE_REPEAT) -> Task:
         """A fresh Task (own cache), so no agent profits from another's measurements."""
+        from mscgym.tasks.task import Task  # torch and TVM load when a task is built
+
         return Task(self.model, self.tool, scorer=SCORER, scorer_options=self.scorer_options(),
                     runner=self.runner, seed=SEED, profile_repeat=profile_repeat)
 

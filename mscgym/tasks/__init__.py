@@ -6,8 +6,11 @@
 files with ``data_from_files``.
 """
 
-from mscgym.tasks.metrics import Metrics
-from mscgym.tasks.sources import ModelFile, TaskData, data_from_files
-from mscgym.tasks.task import Task
+from mscgym.utils.lazy import lazy_exports
 
-__all__ = ["Metrics", "ModelFile", "Task", "TaskData", "data_from_files"]
+# Loaded on first use, so the light kinds, metrics and scorers import without torch.
+__all__ = lazy_exports(__name__, {
+    "mscgym.tasks.metrics": ("Metrics",),
+    "mscgym.tasks.sources": ("ModelFile", "TaskData", "data_from_files"),
+    "mscgym.tasks.task": ("Task",),
+})

@@ -20,6 +20,7 @@ from mscgym.compiler.frontend.torch_frontend import from_exported
 from mscgym.compiler.graph import MSCGraph
 from mscgym.compiler.serialize import load_graph
 from mscgym.tasks.data_check import check_task_data
+from mscgym.tasks.kinds import MODEL_SUFFIXES
 from mscgym.utils.hashing import arrays_hash
 
 Params = dict[str, np.ndarray]
@@ -112,8 +113,6 @@ def unknown_model_message(name: str) -> str:
             "and not a file")
 
 
-MODEL_SUFFIXES = (".onnx", ".pt2", ".json")
-"""Model files a task takes: ONNX, a saved ``torch.export`` program, an exported MSCGraph."""
 CALIBRATION_BATCH = 32
 """Calibration batch of a model with a dynamic batch dim."""
 FILES_DATA = "files:"

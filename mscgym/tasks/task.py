@@ -23,6 +23,7 @@ from mscgym.compiler.quant_spec import QuantPlan
 from mscgym.runtime.manager import RuntimeManager, calibrate_quantizer
 from mscgym.runtime.registry import create_runner
 from mscgym.tasks.cache import EvaluationCache, fingerprint
+from mscgym.tasks.kinds import TOOLS
 from mscgym.tasks.measure import (
     Compressed,
     Measurement,
@@ -43,7 +44,6 @@ from mscgym.tools import MSC_TOOL, create_tool
 from mscgym.tools.losses import distill_loss
 from mscgym.tools.quantizer import DEFAULT_INCLUDE, Quantizer, compose_plan
 
-TOOLS = ("quantize", "prune", "distill", "compress")
 EpochCallback = Callable[[int, float], None]
 
 DISTILL_CHOICES: dict[str, tuple[Any, ...]] = {

@@ -11,7 +11,11 @@ ResNet-20 (``digits32-resnet20``) and a small MobileNetV2 (``digits32-mobilenetv
     m.accuracy(m.model)
 """
 
-from mscgym.zoo.cache import UnknownModelError, ZooCacheError
-from mscgym.zoo.registry import ZooModel, list_models, load
+from mscgym.utils.lazy import lazy_exports
 
-__all__ = ["UnknownModelError", "ZooCacheError", "ZooModel", "list_models", "load"]
+# Loaded on first use (torch): model names come from the light ``mscgym.zoo.names``.
+__all__ = lazy_exports(__name__, {
+    "mscgym.zoo.cache": ("UnknownModelError", "ZooCacheError"),
+    "mscgym.zoo.names": ("MODEL_NAMES", "list_models"),
+    "mscgym.zoo.registry": ("ZooModel", "load"),
+})

@@ -22,6 +22,7 @@ from torch import nn
 from mscgym.zoo import cache, data
 from mscgym.zoo.hashing import state_dict_hash
 from mscgym.zoo.mobilenet import digits32_mobilenet, digits_mobilenet, mobilenetv2
+from mscgym.zoo.names import list_models
 from mscgym.zoo.resnet import cifar_resnet20, digits_resnet, resnet18
 from mscgym.zoo.small import DigitsCNN, DigitsMLP
 from mscgym.zoo.training import (
@@ -190,11 +191,6 @@ def _to_numpy(output: object) -> np.ndarray:
     return np.asarray(output)
 
 
-def list_models() -> list[str]:
-    """Return the names ``load`` accepts, in registry order (digits models first)."""
-    return list(_SPECS)
-
-
 def load(name: str, cache_dir: str | os.PathLike[str] | None = None,
          rebuild_corrupt: bool = False) -> ZooModel:
     """Return zoo model ``name``, preparing and caching its weights on first use.
@@ -207,7 +203,7 @@ def load(name: str, cache_dir: str | os.PathLike[str] | None = None,
     spec = _SPECS.get(name)
     if spec is None:
         raise cache.UnknownModelError(
-            f"unknown zoo model {name!r}; known models: {', '.join(_SPECS)}")
+            f"unknown zoo model {name!r}; known models: {', '.join(list_models())}")
     dataset = spec.dataset()
     model = build_seeded(spec.factory, spec.seed)
     path = cache.weights_path(cache.resolve_cache_dir(cache_dir), name, RECIPE_VERSION)

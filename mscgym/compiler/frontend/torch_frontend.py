@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 
 import torch
@@ -43,7 +44,12 @@ def from_exported(exported: torch.export.ExportedProgram, graph_name: str
     """A ``torch.export`` program (e.g. from ``torch.export.load``) -> MSCGraph."""
     from tvm.relax.frontend.torch import from_exported_program
 
-    mod = from_exported_program(exported, keep_params_as_input=True)
+    with warnings.catch_warnings():
+        # torch's own run_decompositions (called by TVM) deep-copies the module call graph,
+        # re-creating the LeafSpec objects torch itself deprecated; nothing of ours to fix.
+        warnings.filterwarnings("ignore", category=FutureWarning,
+                                message=r"`isinstance\(treespec, LeafSpec\)` is deprecated")
+        mod = from_exported_program(exported, keep_params_as_input=True)
     mod = tvm.IRModule({"main": _torch_nearest(mod["main"])})
     mod, detached = relax.frontend.detach_params(mod)
     func = mod["main"]
