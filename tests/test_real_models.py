@@ -128,9 +128,13 @@ def export(model: nn.Module, x: torch.Tensor, path: Path, dynamo: bool, opset: i
 
 
 # -- torch's exporters at several opsets ----------------------------------------------------
-@pytest.mark.parametrize("dynamo", [False, True], ids=["torchscript", "dynamo"])
-@pytest.mark.parametrize("opset", [
-    11, pytest.param(13, marks=pytest.mark.slow), pytest.param(17, marks=pytest.mark.slow), 20])
+EXPORTS = [(dynamo, opset) for dynamo in (False, True) for opset in (11, 13, 17, 20)]
+FAST_EXPORTS = ((False, 11), (False, 20), (True, 20))
+
+
+@pytest.mark.parametrize(("dynamo", "opset"), [
+    pair if pair in FAST_EXPORTS else pytest.param(*pair, marks=pytest.mark.slow)
+    for pair in EXPORTS], ids=[f"{'dynamo' if d else 'torchscript'}-{o}" for d, o in EXPORTS])
 def test_torch_exports_match_ort(tmp_path: Path, dynamo: bool, opset: int) -> None:
     path = export(small_net(), torch.randn(2, 3, 16, 16), tmp_path / "net.onnx", dynamo, opset)
     written = next(o.version for o in onnx.load(path).opset_import if o.domain in ("", "ai.onnx"))
@@ -204,7 +208,8 @@ class SegNet(nn.Module):
         return self.head(torch.relu(self.up(y)) + same + twice)
 
 
-@pytest.mark.parametrize("dynamo", [False, True], ids=["torchscript", "dynamo"])
+@pytest.mark.parametrize("dynamo", [False, pytest.param(True, marks=pytest.mark.slow)],
+                         ids=["torchscript", "dynamo"])
 def test_segmentation_net_with_resize_and_conv_transpose(tmp_path: Path, dynamo: bool) -> None:
     torch.manual_seed(0)
     path = export(SegNet().eval(), torch.randn(2, 3, 16, 16), tmp_path / "seg.onnx", dynamo, 18)
