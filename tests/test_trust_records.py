@@ -78,8 +78,8 @@ def test_faked_metrics_with_loose_tolerances_fail(saved: Callable[..., Path],
 
 def test_top_level_tolerance_is_refused(saved: Callable[..., Path]) -> None:
     path = saved(lambda d: d.update(tolerances={"abs": 1e12}))
-    with pytest.raises(RecordError, match=rf"record {path}: tolerances name 'abs', which is "
-                                          "not a numeric metric"):
+    with pytest.raises(RecordError, match=rf"record {path}: key 'tolerances.abs': expected an "
+                                          "object, got 1000000000000.0"):
         validate(path)
 
 

@@ -186,6 +186,10 @@ def _tuner(task: Task, spec: TaskSpec, settings: SweepSettings, num_samples: int
                        run_config=run_config), path, False)
 
 
+SAMPLES_FILE = "mscgym_sweep.json"
+"""How many trials the experiment was started with: a restored Tune experiment keeps
+its ``num_samples``, so a resume asking for more is refused instead of running none."""
+
 BASELINE_FILE = "mscgym_baseline.json"
 """The driver's baseline metrics, kept in the experiment folder so a resumed sweep scores
 its old and new trials (and the summary) against one baseline."""
@@ -215,6 +219,34 @@ def _store_baseline(path: str, baseline: Metrics) -> None:
                       json.dumps(baseline.to_json(), indent=1, sort_keys=True))
 
 
+def _check_samples(path: str, restored: bool, budget: int) -> int | None:
+    """The number of trials the experiment runs: stored on a fresh start; on a resume,
+    read back, and a budget above it refused (Tune would silently run nothing more).
+    None when unknown (remote storage, or an experiment from before this file)."""
+    file = os.path.join(path, SAMPLES_FILE)
+    if not restored:
+        if "://" not in path:
+            os.makedirs(path, exist_ok=True)
+            atomic_write_text(file, json.dumps({"num_samples": budget}))
+        return budget
+    if "://" in path or not os.path.isfile(file):
+        return None
+    stored = read_json(file, MSCError, "sweep settings").get("num_samples")
+    if not isinstance(stored, int) or isinstance(stored, bool):
+        return None
+    if budget > stored:
+        raise MSCError(f"ray experiment {path} was started with {stored} trials; a resumed "
+                       f"experiment cannot grow to {budget}. Resume it with num_samples <= "
+                       f"{stored}, or start another sweep (another name or storage_path)")
+    return stored
+
+
+def _finished(result: Any) -> bool:
+    """Whether a trial result is a final report (only those carry the task key)."""
+    return result.error is None and "metrics" in (result.metrics or {}) and not (
+        result.metrics.get("intermediate"))
+
+
 def _error_text(error: BaseException) -> str:
     """The last line of a trial's error (Ray wraps it in the worker's traceback)."""
     lines = [line for line in str(error).strip().splitlines() if line.strip()]
@@ -239,15 +271,23 @@ def run_trials(task: Task, evaluator: Evaluator, settings: SweepSettings) -> dic
     check_ray()
     ensure_ray(settings)
     tuner, path, restored = _tuner(task, spec, settings, evaluator.budget)
+    samples = _check_samples(path, restored, evaluator.budget)
     if not restored or stored_baseline(path) is None:
         _store_baseline(path, task.baseline)
     finished_before: set[str] = set()
     if restored:
         for result in tuner.get_results():
-            if result.error is None and result.metrics:
+            if _finished(result):
                 _check_task(result, spec, path)
                 finished_before.add(result.path)
     grid = tuner.fit()
+    unfinished = [r for r in grid if r.error is None and not (r.metrics or {}).get(
+        "intermediate") and "metrics" not in (r.metrics or {})]
+    missing = (samples - len(grid)) if samples is not None else 0
+    if unfinished or missing > 0:  # Tune returns early, without an error, on Ctrl-C
+        raise MSCError(f"ray sweep {path}: interrupted with {len(unfinished) + max(missing, 0)} "
+                       f"of {samples or len(grid)} trials unfinished; its state is saved, run "
+                       "it again with resume=True to finish it")
     failed: list[dict[str, Any]] = []
     over_budget = 0
     stopped: list[dict[str, Any]] = []
