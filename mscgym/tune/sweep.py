@@ -18,8 +18,11 @@ cached, phase ``resumed``) and only the missing ones run, scored against the bas
 the first run stored in the experiment folder (``mscgym_baseline.json``), not against
 a newly measured one. The experiment name defaults
 to one derived from the task, so resuming needs no name; a fresh sweep under an
-existing name replaces that experiment's state (its old trial folders stay). On a
-cluster, every node needs mscgym, the zoo cache and any model file at the same path.
+existing name replaces that experiment's state (its old trial folders stay). A sweep
+stopped early (Ctrl-C: Tune saves its state and returns) raises an MSCError saying how
+to resume it rather than returning a partial result, and a resume cannot ask for more
+trials than the experiment was started with (``mscgym_sweep.json`` keeps the count).
+On a cluster, every node needs mscgym, the zoo cache and any model file at the same path.
 """
 
 from __future__ import annotations
