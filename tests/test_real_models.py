@@ -452,6 +452,31 @@ def test_static_batch_model_evaluates_in_chunks(tmp_path: Path) -> None:
     assert calls == [4, 4, 4] and out.shape == data.shape
 
 
+@pytest.mark.filterwarnings("ignore::UserWarning")
+@pytest.mark.parametrize("kind", ["convnet", "crnn"])
+def test_file_models_quantize_and_prune_to_valid_graphs(tmp_path: Path, kind: str) -> None:
+    torch.manual_seed(0)
+    if kind == "convnet":
+        path = export(small_net(), torch.randn(2, 3, 16, 16), tmp_path / "m.onnx", False, 17)
+        inputs = _randn(8, 3, 16, 16)
+    else:
+        path = export(CRNN().eval(), torch.randn(2, 1, 8, 10), tmp_path / "m.onnx", False, 13)
+        inputs = _randn(8, 1, 8, 10)
+    np.save(tmp_path / "data.npy", inputs)
+    data = data_from_files(tmp_path / "data.npy")
+    quantize = Task(ModelFile(path), "quantize", data=data, profile_repeat=3, profile_warmup=1)
+    int8 = {d.name: "int8_channel_minmax" if d.name.startswith("quantize:") else d.baseline
+            for d in quantize.space}
+    quantized = quantize.compressed(int8)
+    assert quantized.quant
+    assert quantize.measure(quantized).size_bytes < quantize.baseline.size_bytes
+    prune = Task(ModelFile(path), "prune", data=data, profile_repeat=3, profile_warmup=1)
+    half = {d.name: 0.5 for d in prune.space}
+    pruned = prune.compressed(half)
+    metrics = prune.measure(pruned)
+    assert metrics.params < prune.baseline.params and np.isfinite(metrics.distill_loss)
+
+
 def _mscgym(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
     script = Path(sys.executable).parent / "mscgym"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
