@@ -149,3 +149,18 @@ def test_asha_sweep_over_distillation_sees_intermediate_epochs(
                 for line in path.read_text().splitlines()]
     epochs = [r for r in progress if r.get("intermediate")]
     assert epochs and all(r["score"] == -r["distill_loss"] for r in epochs)
+
+
+def test_resumed_sweep_scores_against_the_stored_baseline(sweep: tuple[Path, SearchResult]
+                                                          ) -> None:
+    """A fresh task (as in a new process) adopts the baseline the first run stored in the
+    experiment folder: resumed trials keep their scores, the summary its baseline."""
+    storage, first = sweep
+    stored = json.loads((storage / "digits-cnn" / "mscgym_baseline.json").read_text())
+    assert stored == first.baseline_metrics.to_json()
+    fresh = Task("digits-cnn", "quantize", profile_repeat=3)
+    result = run_sweep(fresh, num_samples=TRIALS, storage_path=storage, name="digits-cnn",
+                       resume=True, progress=False)
+    assert fresh.baseline.to_json() == stored
+    assert result.baseline_score == first.baseline_score
+    assert [e["score"] for e in result.history] == [e["score"] for e in first.history]

@@ -45,6 +45,9 @@ class RayAgent(Agent):
             progress=progress)
         super().__init__(seed=seed, progress=progress, logdir=logdir,
                          options=self.settings.to_json())
+        # Tune's own status tables are the progress display of a sweep; the evaluator's
+        # tqdm bar would interleave with them (and only moves once the sweep is over).
+        self.progress = False
 
     def _prepare(self, task: Task) -> None:
         """A resumed sweep scores against the baseline its first run stored."""
