@@ -140,3 +140,26 @@ def test_quick_configuration_is_small() -> None:
     assert set(QUICK.tasks) <= {name for name in TASKS if "digits" in name}
     assert QUICK.budgets == (8,)
     assert {"uniform-int8", "random", "greedy", "optuna"} == set(QUICK.agents)
+
+
+def test_unlabelled_tasks_bound_top1_agreement_too() -> None:
+    """The ImageNet-sized tasks keep a distillation-loss bound and add top-1 agreement
+    with the float model; the scorer and the board's feasibility test agree on both."""
+    from mscgym.leaderboard.tasks import MIN_AGREEMENT, TASKS
+    from mscgym.tasks.scorers import get_scorer
+
+    board_task = TASKS["quantize/resnet18"]
+    assert board_task.scorer_options()["min_agreement"] == MIN_AGREEMENT
+    assert "top-1 agreement" in board_task.bound
+    base = Metrics(0.0, None, 10.0, 10.0, 0.0, 100, 10, 10, "onnxruntime", "cpu",
+                   extra={"top1_agreement": 1.0})
+    scorer = get_scorer("latency_under_accuracy", **board_task.scorer_options())
+
+    def plan(agreement: float) -> Metrics:
+        return Metrics(0.001, None, 5.0, 5.0, 0.0, 50, 10, 10, "onnxruntime", "cpu",
+                       extra={"top1_agreement": agreement})
+
+    assert board_task.feasible(plan(0.75), base) and scorer.score(plan(0.75), base) == 2.0
+    assert not board_task.feasible(plan(0.5), base)
+    assert scorer.score(plan(0.5), base) == pytest.approx(-1.0 - 10 * 0.25)
+    assert TASKS["quantize/digits-cnn"].scorer_options() == {"max_drop": 0.01}

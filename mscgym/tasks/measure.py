@@ -97,6 +97,14 @@ def reference_outputs(graph: MSCGraph, params: Params, inputs: np.ndarray,
     return graph_batched(graph, lambda x: module(torch.from_numpy(x)), inputs)
 
 
+def top1_agreement(teacher: np.ndarray, outputs: np.ndarray) -> float:
+    """Fraction of inputs whose argmax over the last axis matches the teacher's."""
+    if teacher.shape != outputs.shape:
+        raise ValueError(f"teacher outputs {teacher.shape} and student outputs "
+                         f"{outputs.shape} differ in shape")
+    return float(np.mean(teacher.argmax(-1) == outputs.argmax(-1)))
+
+
 def model_size_bytes(model: Compressed) -> int:
     """Bytes of the weights as deployed: quantized weights at their bit width (+ scales)."""
     total = 0
@@ -132,6 +140,9 @@ def measure(model: Compressed, data: TaskData, teacher: np.ndarray,
     accuracy = None
     if data.eval_labels is not None:
         accuracy = float(np.mean(outputs.argmax(-1) == data.eval_labels))
+    # Without labels, the share of held-out inputs whose top-1 class is the teacher's is
+    # the quality a user sees; with labels it is reported alongside accuracy.
+    agreement = top1_agreement(teacher, outputs)
     stats = profile_runner(runner, example_inputs(model.graph, 1, how.seed), repeat=how.repeat,
                            warmup=how.warmup)
     totals = graph_summary(model.graph)["totals"]
@@ -147,4 +158,5 @@ def measure(model: Compressed, data: TaskData, teacher: np.ndarray,
         runner=how.runner,
         device=how.device,
         target=stats.target,
+        extra={"top1_agreement": agreement},
     )

@@ -64,7 +64,8 @@ def _latency_under_accuracy(metrics: Metrics, baseline: Metrics,
     """HAQ/AMC: maximize speed-up while the quality loss stays within a bound.
 
     With labels, the bound is on the accuracy drop (``max_drop``, default 0.01 = one
-    point); without, on the distillation loss (``max_distill_loss``). Outside the
+    point); without, on the distillation loss (``max_distill_loss``) and, when
+    ``min_agreement`` is given, on the top-1 agreement with the float model too. Outside the
     bound the reward is negative and grows with the violation, so any feasible plan
     beats any infeasible one.
     """
@@ -74,6 +75,13 @@ def _latency_under_accuracy(metrics: Metrics, baseline: Metrics,
     else:
         violation = metrics.distill_loss - float(options.get("max_distill_loss", 0.05))
         scale = 10.0
+        if "min_agreement" in options:
+            # a second bound: top-1 agreement with the float model on held-out inputs
+            agreement = metrics.extra.get("top1_agreement")
+            if agreement is None:
+                raise MSCError("min_agreement needs metrics with a top1_agreement, and "
+                               "these have none (measured before it existed?)")
+            violation = max(violation, float(options["min_agreement"]) - float(agreement))
     if violation > 0:
         return -1.0 - scale * violation
     return speedup(metrics, baseline)
