@@ -112,7 +112,7 @@ def test_prune_search_with_the_greedy_agent(tmp_path: Path,
 
 @pytest.mark.parametrize(("flags", "message"), [
     (["--model", "no-such-model", "--agent", "random", "--budget", "2"],
-     "mscgym search: error: unknown model 'no-such-model'; --model takes a zoo model: "),
+     "mscgym search: error: unknown model 'no-such-model': not a zoo name (digits-mlp, "),
     (["--model", "digits-cnn", "--agent", "annealing", "--budget", "2"],
      "mscgym search: error: unknown agent 'annealing'; expected one of ['grid', 'random', "),
     (["--model", "digits-cnn", "--agent", "random", "--budget", "0"],
