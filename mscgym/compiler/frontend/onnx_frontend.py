@@ -300,6 +300,12 @@ def _importer_class() -> type:
                 index += 1
             self.node_index = index + 1
             result = super()._convert_operator(op_name, inputs, attrs, opset)
+            if isinstance(result, relax.Call):
+                # Bind a tensor result now, not when a later node uses it: then every
+                # binding this node made comes before the next node's.
+                normalized = self.bb.normalize(result)
+                if isinstance(normalized.ty, relax.TensorType):
+                    result = self.bb.emit(normalized)
             self.results.append((index, result))
             return result
 
