@@ -30,6 +30,7 @@ from matplotlib.ticker import ScalarFormatter
 from mscgym.compiler.errors import MSCError
 from mscgym.records.record import load_record
 from mscgym.utils.files import atomic_write, read_json
+from mscgym.utils.pareto import pareto_indices
 
 
 class PlotError(MSCError):
@@ -233,13 +234,9 @@ def load_source(source: str, study: str | None = None) -> PlotData:
 
 def pareto_front(data: PlotData) -> list[Point]:
     """The points no other point beats in both latency (lower) and quality (higher),
-    fastest first."""
-    def dominates(a: Point, b: Point) -> bool:
-        qa, qb = data.quality(a), data.quality(b)
-        return (a.latency_ms <= b.latency_ms and qa >= qb
-                and (a.latency_ms < b.latency_ms or qa > qb))
-
-    front = [p for p in data.points if not any(dominates(o, p) for o in data.points)]
+    fastest first (Optuna computes the front: :func:`mscgym.utils.pareto.pareto_indices`)."""
+    values = [(p.latency_ms, data.quality(p)) for p in data.points]
+    front = [data.points[i] for i in pareto_indices(values, ("minimize", "maximize"))]
     return sorted(front, key=lambda p: (p.latency_ms, -data.quality(p)))
 
 

@@ -20,6 +20,7 @@ from tqdm.auto import tqdm
 from mscgym.compiler.errors import MSCError
 from mscgym.tasks.metrics import Metrics
 from mscgym.tasks.task import Task
+from mscgym.utils.pareto import Direction, pareto_indices
 
 _NUMERIC_METRICS = ("distill_loss", "accuracy", "latency_ms", "latency_p90_ms", "latency_iqr_ms",
                     "size_bytes", "params", "flops")
@@ -37,13 +38,16 @@ def dominates(a: Sequence[float], b: Sequence[float]) -> bool:
 
 
 def pareto_front(history: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
-    """History entries no other entry dominates on ``objectives`` (first copy of each plan)."""
+    """History entries no other entry dominates on ``objectives`` (first copy of each plan),
+    in history order; Optuna computes the front (:func:`mscgym.utils.pareto.pareto_indices`)."""
     unique: dict[str, dict[str, Any]] = {}
     for entry in history:
         unique.setdefault(plan_id(entry["plan"]), entry)
     entries = list(unique.values())
-    return [e for e in entries
-            if not any(dominates(o["objectives"], e["objectives"]) for o in entries)]
+    if not entries:
+        return []
+    directions: list[Direction] = ["maximize"] * len(entries[0]["objectives"])
+    return [entries[i] for i in pareto_indices([e["objectives"] for e in entries], directions)]
 
 
 class Evaluator:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import copy
 import os
 from collections import Counter
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -286,6 +286,22 @@ class MSCGraph:
 
     def clone(self) -> MSCGraph:
         return MSCGraph.from_json(self.to_json())
+
+    def with_outputs(self, tensors: Sequence[str]) -> MSCGraph:
+        """A copy returning, after the graph's outputs, the named tensors (as a tuple).
+
+        How tools watch intermediate tensors: the runtime manager builds it so collectors
+        and quantizer calibration see them, the distiller to match student and teacher
+        features. No tensors: the graph itself. An unknown name is a GraphError.
+        """
+        if not tensors:
+            return self
+        for name in tensors:
+            self.find_tensor(name)
+        extended = self.clone()
+        extended.output_names = list(self.output_names) + list(tensors)
+        extended.return_tuple = True
+        return extended
 
     def export(self, path: str | os.PathLike[str], params: Mapping[str, Any] | None = None) -> None:
         """Write the graph as versioned JSON (plus ``params`` as safetensors beside it).

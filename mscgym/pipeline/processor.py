@@ -28,7 +28,7 @@ from mscgym.pipeline.config import ConfigError, log_level, target_device, valida
 from mscgym.pipeline.report import format_report
 from mscgym.pipeline.workspace import Workspace
 from mscgym.runtime.manager import calibrate_quantizer, checked_weights
-from mscgym.runtime.registry import create_runner
+from mscgym.runtime.registry import create_runner, runner_class
 from mscgym.tasks.cache import fingerprint
 from mscgym.tasks.measure import (
     Compressed,
@@ -413,8 +413,8 @@ class MSCProcessor:
         if agreement < 0.98:
             raise MSCError(f"finalize check failed: {target} agrees with the optimized torch "
                            f"model on only {agreement:.1%} of top-1 predictions")
-        artifact = runner.export(self.workspace.path("artifact", _artifact_name(
-            target, self.config["export"]["name"])))
+        artifact = runner.export(self.workspace.path(
+            "artifact", self.config["export"]["name"] + runner.artifact_suffix))
         return {"artifact": artifact, "check": {"top1_agreement": agreement,
                                                 "max_abs_diff": float(np.abs(
                                                     built - expected).max())}}
@@ -429,7 +429,7 @@ class MSCProcessor:
         self.graph.export(os.path.join(folder, f"{name}.json"), params=self.params)
         Workspace(folder).write_json(f"{name}.quant.json",
                                      {k: v.to_json() for k, v in self.quant.items()})
-        artifact = _artifact_name(self.config["compile"]["target"], name)
+        artifact = name + runner_class(self.config["compile"]["target"]).artifact_suffix
         built = self.workspace.path("artifact", artifact)  # finalize built and wrote it
         atomic_write(os.path.join(folder, artifact), lambda tmp: shutil.copyfile(built, tmp))
         return folder
@@ -452,11 +452,6 @@ class MSCProcessor:
         self.compile()
         self.export()
         return self.report()
-
-
-def _artifact_name(target: str, name: str) -> str:
-    return {"tvm": f"{name}.so", "onnxruntime": f"{name}.onnx", "tensorrt": f"{name}.onnx",
-            "torch": f"{name}.safetensors"}[target]
 
 
 def create_msc_processor(model: Any, config: Mapping[str, Any] | str | os.PathLike[str],

@@ -106,7 +106,7 @@ class RuntimeManager:
             quant.update(tool.quant_plan())
         self.graph, self.params, self.quant = graph, dict(params), quant
         self._watched = sorted({t for tool in self._tools.values() for t in tool.watched_tensors()})
-        build_graph = _with_extra_outputs(graph, self._watched)
+        build_graph = graph.with_outputs(self._watched)
         self._runner = create_runner(self.runner_name, self.device, self.runner_options)
         self._runner.build(build_graph, self.params, quant)
         logger.debug("built graph %r on %s/%s: %d quantized layers, %d watched tensors",
@@ -146,17 +146,6 @@ class RuntimeManager:
     def export(self, path: str | os.PathLike[str]) -> str:
         """Write the built artifact of the runner (library, ONNX file, ...)."""
         return self.runner.export(os.fspath(path))
-
-
-def _with_extra_outputs(graph: MSCGraph, tensors: list[str]) -> MSCGraph:
-    if not tensors:
-        return graph
-    for name in tensors:
-        graph.find_tensor(name)
-    extended = graph.clone()
-    extended.output_names = list(graph.output_names) + list(tensors)
-    extended.return_tuple = True
-    return extended
 
 
 def _as_input_list(graph: MSCGraph, inputs: RunInputs) -> list[np.ndarray]:

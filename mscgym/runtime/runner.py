@@ -101,6 +101,9 @@ class BaseRunner(ABC):
     """Builds and runs one graph on one framework and device."""
 
     name: ClassVar[str]
+    artifact_suffix: ClassVar[str]
+    """File suffix of what :meth:`export` writes (``.so``, ``.onnx``...), so a pipeline
+    names the artifact without knowing the runner."""
     _input_specs: list[InputSpec] | None = None
 
     def __init_subclass__(cls, **kwargs: Any) -> None:

@@ -151,8 +151,10 @@ class Distiller(BaseTool):
         labels = self._labels(train_labels, len(inputs[0]))
         config, pairs = self.config, self.matched
         n_out = len(self.graph.output_names)
-        student_graph = _with_extra_outputs(self.graph, [p.student for p in pairs])
-        teacher_graph = _with_extra_outputs(self._teacher_graph, [p.teacher for p in pairs])
+        student_graph = self.graph.with_outputs(
+            _node_outputs(self.graph, [p.student for p in pairs]))
+        teacher_graph = self._teacher_graph.with_outputs(
+            _node_outputs(self._teacher_graph, [p.teacher for p in pairs]))
         rng = np.random.default_rng(config["seed"])
         batches = math.ceil(len(inputs[0]) / config["batch_size"])
         self.history = []
@@ -450,13 +452,9 @@ def _shapes_agree(student: MSCTensor, teacher: MSCTensor) -> bool:
                for a, b in zip(student.shape, teacher.shape, strict=True))
 
 
-def _with_extra_outputs(graph: MSCGraph, nodes: list[str]) -> MSCGraph:
-    """A copy of ``graph`` returning, after its outputs, the outputs of ``nodes``."""
-    extended = graph.clone()
-    extended.output_names = list(graph.output_names) + [
-        graph.find_node(name).output.name for name in nodes]
-    extended.return_tuple = True
-    return extended
+def _node_outputs(graph: MSCGraph, nodes: list[str]) -> list[str]:
+    """The output tensor of each of ``nodes`` (feature pairs name nodes)."""
+    return [graph.find_node(name).output.name for name in nodes]
 
 
 def _as_tuple(outputs: Any) -> tuple[torch.Tensor, ...]:

@@ -19,7 +19,7 @@ from safetensors.torch import save_file
 from torch import nn
 
 from mscgym.errors import MSCError
-from mscgym.zoo.hashing import state_dict_hash
+from mscgym.utils.hashing import state_dict_hash
 
 CACHE_ENV_VAR = "MSCGYM_CACHE_DIR"
 DEFAULT_CACHE_DIR = Path("~/.cache/mscgym/zoo")

@@ -19,8 +19,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from mscgym.utils.hashing import state_dict_hash
 from mscgym.zoo import cache, data
-from mscgym.zoo.hashing import state_dict_hash
 from mscgym.zoo.mobilenet import digits32_mobilenet, digits_mobilenet, mobilenetv2
 from mscgym.zoo.names import list_models
 from mscgym.zoo.resnet import cifar_resnet20, digits_resnet, resnet18
@@ -98,7 +98,7 @@ class ZooModel:
             distillation), or ``None`` without labels.
         test_data: (inputs, labels) of the labelled test split, or ``None`` without labels.
         eval_inputs: held-out inputs (the test inputs where labelled) for distillation loss.
-        weight_hash: sha256 of the state_dict as loaded (see ``hashing.state_dict_hash``).
+        weight_hash: sha256 of the state_dict as loaded (``utils.hashing.state_dict_hash``).
         data_hash: sha256 of the calibration pool and held-out data.
         weights_path: the cache file the weights were read from or written to.
     """

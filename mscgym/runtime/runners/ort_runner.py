@@ -46,6 +46,7 @@ class ORTRunner(BaseRunner):
     """Runs the ONNX codegen's model in an ONNX Runtime session."""
 
     name = "onnxruntime"
+    artifact_suffix = ".onnx"
     OPTIONS: ClassVar[dict[str, str]] = {
         "intra_op_threads": "threads of one op (default: ONNX Runtime's choice)",
     }

@@ -32,6 +32,7 @@ class TorchRunner(BaseRunner):
     """Runs the generated torch module in eval mode under ``torch.no_grad``."""
 
     name = "torch"
+    artifact_suffix = ".safetensors"
     OPTIONS: ClassVar[dict[str, str]] = {}
 
     @classmethod

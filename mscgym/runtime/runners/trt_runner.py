@@ -43,6 +43,7 @@ class TensorRTRunner(BaseRunner):
     """Builds a TensorRT engine from the ONNX codegen's model and runs it on the GPU."""
 
     name = "tensorrt"
+    artifact_suffix = ".plan"  # a serialized engine, not ONNX
     OPTIONS: ClassVar[dict[str, str]] = {
         "precision": "float layers in fp32 (default) or fp16; int8 requires a quant plan",
         "workspace_mb": "builder workspace limit in MiB (default 1024)",

@@ -43,6 +43,7 @@ class TVMRunner(BaseRunner):
     """Runs the Relax build of a graph on the Relax virtual machine (llvm or cuda)."""
 
     name = "tvm"
+    artifact_suffix = ".so"
     OPTIONS: ClassVar[dict[str, str]] = {
         "target": "TVM target overriding the device's default (host CPU or the CUDA GPU)",
         "cache": "reuse compiled libraries from the disk cache (default true)",
