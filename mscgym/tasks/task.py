@@ -9,6 +9,7 @@ per (model, data, plan, runner).
 
 from __future__ import annotations
 
+import copy
 import os
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -155,6 +156,8 @@ class Task:
             raise MSCError(f"densities must lie in (0, 1], got {self.densities}")
         self.student: Mapping[str, Any] | Compressed = (
             student if isinstance(student, Compressed) else dict(student or {"prune": 0.5}))
+        self._identity: dict[str, Any] | None = None
+        self._graph_identity: str | None = None
         self.cache = EvaluationCache(cache_dir)
         self._calibrations: dict[str, QuantPlan] = {}
         self._pools: dict[str, Quantizer] = {}
@@ -178,15 +181,39 @@ class Task:
     def data(self) -> TaskData:
         return self.source.data
 
+    def _identity_hashes(self) -> dict[str, Any]:
+        """The hashes of the task's weights, data and student, computed once.
+
+        A task's model, data and student do not change after construction, and hashing
+        them (resnet18: 45 MB of weights, 150 MB of calibration and evaluation data) on
+        every ``plan_key`` was most of an uncached evaluation's overhead.
+        """
+        if self._identity is None:
+            self._identity = {"weight_hash": self.source.weight_hash,
+                              "data_hash": self.data.data_hash,
+                              "student": self._student_json()}
+        return self._identity
+
+    def _graph_key(self, graph: MSCGraph, params: Params) -> str:
+        """Fingerprint of a (graph, weights) pair; the task's own is computed once."""
+        if graph is self.graph and params is self.params:
+            if self._graph_identity is None:
+                self._graph_identity = fingerprint({
+                    "graph": graph.to_json(),
+                    "params": self._identity_hashes()["weight_hash"]})
+            return self._graph_identity
+        return fingerprint({"graph": graph.to_json(), "params": params_hash(params)})
+
     def describe(self) -> dict[str, Any]:
         """What identifies this task in a record."""
         file = {"model_file": self.source.file} if self.source.file is not None else {}
+        identity = self._identity_hashes()
         return {
             "model": self.source.model_id,
             **file,
-            "weight_hash": self.source.weight_hash,
+            "weight_hash": identity["weight_hash"],
             "data": self.data.data_id,
-            "data_hash": self.data.data_hash,
+            "data_hash": identity["data_hash"],
             "tool": self.tool,
             "space": self.space.to_json(),
             "scorer": self.scorer.to_json(),
@@ -194,7 +221,7 @@ class Task:
             "device": self.device,
             "runner_options": dict(self.runner_options),
             "profile": {"repeat": self.profile_repeat, "warmup": self.profile_warmup},
-            "student": self._student_json(),
+            "student": copy.deepcopy(identity["student"]),  # the caller may edit it
             "seed": self.seed,
         }
 
@@ -271,8 +298,8 @@ class Task:
                     percentile: float | None = None) -> QuantPlan:
         """Per-layer quant params for ``choice`` on every quantizable layer (cached)."""
         config = quantizer_config(choice, percentile)
-        key = fingerprint({"graph": graph.to_json(), "params": params_hash(params),
-                           "choice": choice, "config": config, "data": self.data.data_hash})
+        key = fingerprint({"graph": self._graph_key(graph, params), "choice": choice,
+                           "config": config, "data": self._identity_hashes()["data_hash"]})
         if key not in self._calibrations:
             quantizer = calibrate_quantizer(graph, params, config, self.data.calibration)
             self._calibrations[key] = quantizer.quant_plan()
@@ -292,8 +319,8 @@ class Task:
 
     def _calibration_pool(self, graph: MSCGraph, params: Params) -> Quantizer:
         """A quantizer that observed every tensor any plan may calibrate (cached)."""
-        key = fingerprint({"graph": graph.to_json(), "params": params_hash(params),
-                           "pool": True, "data": self.data.data_hash})
+        key = fingerprint({"graph": self._graph_key(graph, params), "pool": True,
+                           "data": self._identity_hashes()["data_hash"]})
         if key not in self._pools:
             manager = RuntimeManager(graph, params, {"runner": "torch"})
             pool = manager.create_tool(MSC_TOOL.QUANTIZE, {})
