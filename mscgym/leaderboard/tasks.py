@@ -84,9 +84,11 @@ class LeaderboardTask:
                 raise MSCError(f"leaderboard task {self.name!r} is accuracy-bound but the "
                                "metrics have no accuracy")
             return baseline.accuracy - metrics.accuracy - self.max_drop <= 0
-        if (self.min_agreement is not None
-                and metrics.extra.get("top1_agreement", 0.0) < self.min_agreement):
-            return False
+        agreement = metrics.extra.get("top1_agreement")
+        if self.min_agreement is not None and agreement is not None:
+            # metrics measured before agreement was recorded are judged on the loss alone
+            if agreement < self.min_agreement:
+                return False
         return metrics.distill_loss - float(self.max_distill_loss or 0.0) <= 0
 
     def to_json(self) -> dict[str, Any]:
