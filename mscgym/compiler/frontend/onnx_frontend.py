@@ -401,6 +401,9 @@ def from_onnx(
     try:
         return from_relax(mod, None, graph_name=graph_name, sources=sources)
     except UnsupportedOpError as err:
+        by_node: dict[str, list[str]] = {}
+        for op, node in err.unsupported:
+            by_node.setdefault(node, []).append(op)
         raise UnsupportedOpError.of(
-            [(f"{op} (from ONNX {op_types.get(node, '?')})", node)
-             for op, node in err.unsupported], where) from None
+            [(f"ONNX {op_types.get(node, '?')} (as {', '.join(ops)})", node)
+             for node, ops in by_node.items()], where) from None
