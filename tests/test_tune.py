@@ -164,3 +164,15 @@ def test_resumed_sweep_scores_against_the_stored_baseline(sweep: tuple[Path, Sea
     assert fresh.baseline.to_json() == stored
     assert result.baseline_score == first.baseline_score
     assert [e["score"] for e in result.history] == [e["score"] for e in first.history]
+
+
+def test_search_cli_takes_a_storage_path_for_ray_only(tmp_path: Path,
+                                                      capsys: pytest.CaptureFixture[str]
+                                                      ) -> None:
+    from mscgym.cli import main
+
+    args = ["search", "--task", "quantize", "--model", "digits-cnn", "--budget", "2",
+            "--record", str(tmp_path / "best.json"), "--storage-path", str(tmp_path / "ray")]
+    assert main([*args, "--agent", "random"]) == 2
+    assert "--storage-path applies only to --agent ray" in capsys.readouterr().err
+    assert not (tmp_path / "best.json").exists()

@@ -86,6 +86,9 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--sampler", help="optuna sampler (tpe, gp, cmaes, nsga2; default tpe)")
     parser.add_argument("--storage", help="optuna storage URL, e.g. sqlite:///study.db")
     parser.add_argument("--study-name", help="optuna study name (resumed if it exists)")
+    parser.add_argument("--storage-path", type=output_arg("dir"),
+                        help="ray: where Tune keeps the sweep's experiment "
+                             "(default ~/ray_results)")
     parser.add_argument("--logdir", type=output_arg("dir"),
                         help="write TensorBoard logs of the search here")
     parser.add_argument("--seed", type=int, default=0, help="seed of the task and the agent")
@@ -105,6 +108,10 @@ def _agent_options(args: argparse.Namespace) -> dict[str, Any]:
         if args.agent != "optuna":
             raise MSCError(f"--{key.replace('_', '-')} applies only to --agent optuna")
         options[key] = value
+    if args.storage_path is not None:
+        if args.agent not in ("ray", "ray_tune"):
+            raise MSCError("--storage-path applies only to --agent ray")
+        options["storage_path"] = args.storage_path
     return options
 
 
