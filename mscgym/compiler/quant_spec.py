@@ -109,13 +109,17 @@ class LayerQuant:
     are data inputs 1, 2, ... (``None`` where one stays float): both operands of a
     residual add, every operand of a concat. ``output`` quantizes the layer's output
     *after its fused activation* (see :func:`fused_output`): what an int8 kernel writes.
-    In JSON the roles are ``input``, ``input1``, ``input2``, ..., ``weight``, ``output``.
+    ``bias`` is the int32 quantization the int8 runtime applies to the bias
+    (:func:`bias_params`); the torch and Relax codegens apply it only when the plan says so.
+    In JSON the roles are ``input``, ``input1``, ``input2``, ..., ``weight``, ``bias``,
+    ``output``.
     """
 
     input: QuantParams | None = None
     weight: QuantParams | None = None
     extra_inputs: tuple[QuantParams | None, ...] = ()
     output: QuantParams | None = None
+    bias: QuantParams | None = None
 
     def input_params(self, index: int) -> QuantParams | None:
         """The params of data input ``index`` (None: that input stays float)."""
@@ -140,11 +144,14 @@ class LayerQuant:
         out: dict[str, Any] = {role: p.to_json() for role, p in self.activations().items()}
         if self.weight is not None:
             out["weight"] = self.weight.to_json()
+        if self.bias is not None:
+            out["bias"] = self.bias.to_json()
         return out
 
     @classmethod
     def from_json(cls, data: dict[str, Any], where: str) -> LayerQuant:
-        unknown = {k for k in data if k not in ("weight", "output") and role_index(k) is None}
+        unknown = {k for k in data
+                   if k not in ("weight", "output", "bias") and role_index(k) is None}
         if unknown:
             raise MSCError(f"{where}: unknown keys {sorted(unknown)} (expected input, input1, "
                            "..., weight, output)")
@@ -154,7 +161,8 @@ class LayerQuant:
 
         count = max((role_index(k) or 0 for k in data), default=0)
         return cls(parse("input"), parse("weight"),
-                   tuple(parse(input_role(i)) for i in range(1, count + 1)), parse("output"))
+                   tuple(parse(input_role(i)) for i in range(1, count + 1)), parse("output"),
+                   parse("bias"))
 
 
 def input_role(index: int) -> str:
@@ -211,8 +219,9 @@ def bias_params(graph: MSCGraph, node: MSCNode, layer: LayerQuant | None) -> Qua
     ONNX Runtime's QLinearConv / QGemm add the bias as int32 with scale
     ``input_scale * weight_scale`` (zero point 0), so the ONNX codegen stores it that way
     for a conv / 2-D linear whose data input (per tensor) and weight (per tensor or per
-    output channel) are 8-bit. The torch and Relax codegens fake-quantize the bias with
-    these same params, so every runner computes the deployed model's numbers.
+    output channel) are 8-bit. The Quantizer records these params as the layer's ``bias``
+    role, and the torch and Relax codegens fake-quantize the bias with them, so every
+    runner computes the deployed model's numbers.
     """
     if (layer is None or layer.input is None or layer.weight is None
             or "bias" not in node.weights or layer.input.axis is not None

@@ -76,6 +76,7 @@ from mscgym.compiler.quant_spec import (
     LayerQuant,
     QuantParams,
     QuantPlan,
+    bias_params,
     fused_output,
     input_role,
     is_global_average_pool,
@@ -495,6 +496,10 @@ class Quantizer(BaseTool):
                                                     wcfg.dtype, wcfg.per_channel, wcfg.symmetric,
                                                     wcfg.method)
                 methods[name]["weight"] = wcfg.method
+            bias = (None if self.target == "tensorrt" else
+                    bias_params(self.graph, self.graph.find_node(name), _layer_quant(specs)))
+            if bias is not None:  # what ONNX Runtime's int8 kernels add, on every runner
+                specs["bias"] = bias
             if specs:
                 plan[name] = _layer_quant(specs)
         self._plan, self._methods = plan, methods
@@ -561,8 +566,9 @@ class Quantizer(BaseTool):
         out: dict[str, Any] = {}
         for name, layer in self._plan.items():
             entry: dict[str, Any] = {}
-            roles = {**layer.activations(), **({"weight": layer.weight}
-                                               if layer.weight is not None else {})}
+            roles = {**layer.activations(),
+                     **{r: p for r, p in (("weight", layer.weight), ("bias", layer.bias))
+                        if p is not None}}
             for role, params in roles.items():
                 entry[role] = params.to_json()
                 method = self._methods.get(name, {}).get(role)
@@ -588,7 +594,7 @@ class Quantizer(BaseTool):
             if not isinstance(entry, dict) or not entry:
                 raise ToolConfigError(f"{where}: expected an object with 'input' and/or "
                                       f"'weight' (or 'fallback'), got {entry!r}")
-            roles = {"weight", "fallback", "output",
+            roles = {"weight", "bias", "fallback", "output",
                      *(input_role(i) for i in range(max(len(node.inputs), 1)))}
             self.check_keys(entry, roles, where)
             if "fallback" in entry:
@@ -691,7 +697,7 @@ def _layer_quant(specs: dict[str, QuantParams]) -> LayerQuant:
     count = max((role_index(r) or 0 for r in specs), default=0)
     return LayerQuant(specs.get("input"), specs.get("weight"),
                       tuple(specs.get(input_role(i)) for i in range(1, count + 1)),
-                      specs.get("output"))
+                      specs.get("output"), specs.get("bias"))
 
 
 # -------------------------------------------------------------------------------------
@@ -804,8 +810,9 @@ def _parse_params(node: MSCNode, role: str, data: Any,
     missing = sorted({"dtype", "scale", "zero_point"} - set(data))
     if missing:
         raise ToolConfigError(f"{where}: missing keys {missing}")
-    activation = role != "weight"
-    dtypes = cal.ACTIVATION_DTYPES if activation else cal.WEIGHT_DTYPES
+    activation = role not in ("weight", "bias")
+    dtypes = (cal.ACTIVATION_DTYPES if activation else ("int32",) if role == "bias"
+              else cal.WEIGHT_DTYPES)
     methods = cal.ACTIVATION_METHODS if activation else cal.WEIGHT_METHODS
     _choice(data["dtype"], dtypes, f"{where}.dtype")
     method = data.get("method")
@@ -828,6 +835,11 @@ def _parse_params(node: MSCNode, role: str, data: Any,
     if activation and axis is not None:
         raise ToolConfigError(f"{where}.axis {axis!r}: activations are quantized per tensor "
                               "(axis null)")
+    if role == "bias":
+        if "bias" not in node.weights:
+            raise ToolConfigError(f"{where}: node {node.name!r} ({node.optype}) has no bias")
+        if axis not in (None, 0):
+            raise ToolConfigError(f"{where}.axis {axis!r}: expected null or 0")
     if role == "weight":
         if "weight" not in node.weights:
             raise ToolConfigError(f"{where}: node {node.name!r} ({node.optype}) has no weight")

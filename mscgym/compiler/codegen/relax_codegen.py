@@ -19,7 +19,7 @@ from mscgym.compiler.errors import GraphError, UnsupportedOpError
 from mscgym.compiler.graph import MSCGraph, MSCNode
 from mscgym.compiler.normalize import named_const
 from mscgym.compiler.ops import SUPPORTED_OPS
-from mscgym.compiler.quant_spec import QuantParams, QuantPlan, bias_params, output_points
+from mscgym.compiler.quant_spec import QuantParams, QuantPlan, output_points
 from mscgym.compiler.relax_codec import SymbolTable, decode_prim, make_attrs
 
 _CONV_OPS = {"nn.conv2d": "relax.nn.conv2d", "msc.conv2d_bias": "relax.nn.conv2d",
@@ -43,9 +43,8 @@ class _RelaxEmitter:
         layer = self.quant.get(node.name)
         if role == "weight" and layer is not None and layer.weight is not None:
             data = layer.weight.fake_quant(data.astype(np.float32))
-        bias = bias_params(self.graph, node, layer) if role == "bias" else None
-        if bias is not None:
-            data = bias.fake_quant(data.astype(np.float32))
+        if role == "bias" and layer is not None and layer.bias is not None:
+            data = layer.bias.fake_quant(data.astype(np.float32))
         return data
 
     def const(self, node: MSCNode, role: str, data: np.ndarray | None = None) -> relax.Expr:

@@ -41,7 +41,6 @@ from mscgym.compiler.quant_spec import (
     LayerQuant,
     QuantParams,
     QuantPlan,
-    bias_params,
     input_role,
     output_points,
 )
@@ -430,9 +429,8 @@ class _Builder:
         plan = self.quant.get(node.name)
         if role == "weight" and plan is not None and plan.weight is not None:
             return self._fake_quant(node, value, plan.weight, "weight", tensor.ndim)
-        bias = bias_params(self.graph, node, plan) if role == "bias" else None
-        if bias is not None:
-            return self._fake_quant(node, value, bias, "bias", tensor.ndim)
+        if role == "bias" and plan is not None and plan.bias is not None:
+            return self._fake_quant(node, value, plan.bias, "bias", tensor.ndim)
         return value
 
     def _weight_value(self, node: MSCNode, role: str) -> torch.Tensor:
