@@ -5,10 +5,18 @@ the disk cache (``mscgym.runtime.cache``) under the fingerprint of what was comp
 and for which target: the same compressed model built twice, in this process or
 another, is compiled once. On CUDA, TVM 0.27's default CUDA pipeline already applies
 the dlight default GPU schedules (``tvm.s_tir.dlight``) while legalizing.
+
+On the CPU the runner builds for the host (``llvm`` with the detected ``mcpu`` and core
+count) and applies MetaSchedule's tuned schedules from the persistent database of
+:mod:`mscgym.runtime.tuning`; with ``tune={"trials": N}`` it first tunes the workloads
+the database lacks. ``build_info`` says which target was built and how many workloads
+ran tuned schedules; the database contents are part of the library's cache key.
 """
 
 from __future__ import annotations
 
+import hashlib
+import logging
 import os
 import shutil
 from collections.abc import Mapping
@@ -22,6 +30,7 @@ from mscgym.compiler.codegen.relax_codegen import to_relax
 from mscgym.compiler.errors import MSCError
 from mscgym.compiler.graph import MSCGraph
 from mscgym.compiler.quant_spec import QuantPlan
+from mscgym.runtime import tuning
 from mscgym.runtime.cache import (
     artifact_path,
     fingerprint,
@@ -38,6 +47,8 @@ CODEGEN_MODULES = tuple(f"mscgym.compiler.{m}" for m in (
     "relax_codec"))
 """The modules that turn a graph into Relax: their source is part of the cache key."""
 
+logger = logging.getLogger(__name__)
+
 
 class TVMRunner(BaseRunner):
     """Runs the Relax build of a graph on the Relax virtual machine (llvm or cuda)."""
@@ -47,6 +58,9 @@ class TVMRunner(BaseRunner):
     OPTIONS: ClassVar[dict[str, str]] = {
         "target": "TVM target overriding the device's default (host CPU or the CUDA GPU)",
         "cache": "reuse compiled libraries from the disk cache (default true)",
+        "tune": "MetaSchedule-tune workloads missing from the database: true or "
+                "{'trials': N, 'cost_model': 'xgb'|'random'} (CPU only; default: no tuning)",
+        "db": "tuning database root (default <cache dir>/runtime/tvm_tuning)",
     }
 
     @classmethod
@@ -60,8 +74,17 @@ class TVMRunner(BaseRunner):
         super().__init__(device, options)
         self._dev = tvm.cuda() if device == "cuda" else tvm.cpu()
         chosen = self.options.get("target")
-        self._target = (tvm.target.Target(chosen) if chosen is not None
-                        else tvm.target.Target.from_device(self._dev))
+        if chosen is not None:
+            self._target = tvm.target.Target(chosen)
+        elif device == "cpu":
+            self._target = tuning.host_target()
+        else:
+            self._target = tvm.target.Target.from_device(self._dev)
+        self._tuning = self._target.kind.name == "llvm"
+        self._tune = _tune_option(self.options.get("tune"))
+        self._db_path = tuning.database_dir(self._target, self.options.get("db"))
+        self.build_info: dict[str, Any] = {}
+        self.tuning_report: tuning.TuningReport | None = None
         self._use_cache = bool(self.options.get("cache", True))
         self._main: Any = None
         self._library_path: str | None = None
@@ -73,15 +96,20 @@ class TVMRunner(BaseRunner):
 
     def build(self, graph: MSCGraph, params: Mapping[str, np.ndarray], quant: QuantPlan) -> None:
         self._library_path, self._executable = None, None
+        if self._tune is not None:
+            self._tune_graph(graph, params, quant)
         if not self._use_cache:
             self._executable = self._compile(graph, params, quant)
             module = self._executable
         else:
-            key = fingerprint(graph, params, quant, self.name, self.target, tvm.__version__,
+            key = fingerprint(graph, params, quant, self.name,
+                              f"{self.target}|{self._database_state()}", tvm.__version__,
                               CODEGEN_MODULES)
             path = str(artifact_path("tvm", key, ".so"))
             module = _load_library(path, key)
             record("tvm", module is not None)
+            if module is not None:
+                self.build_info = {"target": self.target, "cached": True}
             if module is None:
                 executable = self._compile(graph, params, quant)
                 store_artifact(path, key, executable.export_library)
@@ -92,7 +120,40 @@ class TVMRunner(BaseRunner):
     def _compile(self, graph: MSCGraph, params: Mapping[str, np.ndarray],
                  quant: QuantPlan) -> Any:
         mod = to_relax(graph, params, ENTRY, quant=quant)
-        return tvm.compile(mod, target=self._target)
+        self.build_info = {"target": self.target, "cached": False}
+        if not self._tuning:
+            return tvm.compile(mod, target=self._target)
+        fused = tuning.fuse(mod, self._target)
+        tuned, workloads = tuning.count_tuned(fused, self._target, self._db_path)
+        self.build_info.update(tuned_workloads=tuned, workloads=workloads,
+                               database=str(self._db_path))
+        if not tuning.database_exists(self._db_path):
+            logger.info("TVM runner: no tuning database at %s; building %d workloads "
+                        "with TVM's default schedules", self._db_path, workloads)
+        elif tuned < workloads:
+            logger.info("TVM runner: %d of %d workloads tuned in %s; the rest use TVM's "
+                        "default schedules", tuned, workloads, self._db_path)
+        with self._target:
+            return tvm.compile(tuning.apply_database(fused, self._target, self._db_path),
+                               target=self._target)
+
+    def _tune_graph(self, graph: MSCGraph, params: Mapping[str, np.ndarray],
+                    quant: QuantPlan) -> None:
+        """Tune the graph's workloads the database lacks (the report goes to build_info)."""
+        if not self._tuning:
+            raise MSCError(f"TVM runner: tuning needs an llvm (CPU) target, got {self.target}")
+        fused = tuning.fuse(to_relax(graph, params, ENTRY, quant=quant), self._target)
+        trials, cost_model = self._tune
+        report = tuning.tune(fused, self._target, self._db_path, trials=trials,
+                             cost_model=cost_model, progress=False)
+        self.tuning_report = report
+
+    def _database_state(self) -> str:
+        """A hash of the tuning records (a library built before tuning is not reused)."""
+        path = self._db_path / "database_tuning_record.json"
+        if not self._tuning or not path.exists():
+            return "no-tuning-database"
+        return hashlib.sha256(path.read_bytes()).hexdigest()
 
     def run(self, inputs: list[np.ndarray]) -> list[np.ndarray]:
         if self._main is None:
@@ -120,6 +181,22 @@ class TVMRunner(BaseRunner):
         else:
             raise MSCError("TVM runner: call build() before export()")
         return os.path.abspath(path)
+
+
+def _tune_option(value: Any) -> tuple[int, str] | None:
+    """``tune`` option -> (trials per workload, cost model), or None for no tuning."""
+    if value is None or value is False:
+        return None
+    if value is True:
+        return tuning.DEFAULT_TRIALS, "xgb"
+    if isinstance(value, Mapping):
+        unknown = set(value) - {"trials", "cost_model"}
+        if unknown:
+            raise MSCError(f"TVM runner option 'tune': unknown keys {sorted(unknown)}; "
+                           "expected 'trials' and 'cost_model'")
+        return int(value.get("trials", tuning.DEFAULT_TRIALS)), str(value.get("cost_model", "xgb"))
+    raise MSCError(f"TVM runner option 'tune': expected true or a dict like "
+                   f"{{'trials': 32}}, got {value!r}")
 
 
 def _load_library(path: str, key: str) -> Any | None:
