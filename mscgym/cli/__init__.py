@@ -13,10 +13,10 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from mscgym.cli import inspect, leaderboard, plot, replay, run, search, validate
+from mscgym.cli import inspect, leaderboard, plot, replay, run, search, tune, validate
 from mscgym.compiler.errors import MSCError
 
-COMMANDS = [inspect, search, replay, validate, run, leaderboard, plot]
+COMMANDS = [inspect, search, replay, validate, run, leaderboard, plot, tune]
 
 EXIT_USAGE = 2
 
