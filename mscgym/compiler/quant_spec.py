@@ -111,8 +111,8 @@ class LayerQuant:
     *after its fused activation* (see :func:`fused_output`): what an int8 kernel writes.
     ``bias`` is the int32 quantization the int8 runtime applies to the bias
     (:func:`bias_params`); the torch and Relax codegens apply it only when the plan says so.
-    In JSON the roles are ``input``, ``input1``, ``input2``, ..., ``weight``, ``bias``,
-    ``output``.
+    In JSON the roles are ``input``, ``input1``, ``input2``, ..., ``weight``,
+    ``bias_int32``, ``output``.
     """
 
     input: QuantParams | None = None
@@ -145,13 +145,13 @@ class LayerQuant:
         if self.weight is not None:
             out["weight"] = self.weight.to_json()
         if self.bias is not None:
-            out["bias"] = self.bias.to_json()
+            out[BIAS_ROLE] = self.bias.to_json()
         return out
 
     @classmethod
     def from_json(cls, data: dict[str, Any], where: str) -> LayerQuant:
         unknown = {k for k in data
-                   if k not in ("weight", "output", "bias") and role_index(k) is None}
+                   if k not in ("weight", "output", BIAS_ROLE) and role_index(k) is None}
         if unknown:
             raise MSCError(f"{where}: unknown keys {sorted(unknown)} (expected input, input1, "
                            "..., weight, output)")
@@ -162,7 +162,11 @@ class LayerQuant:
         count = max((role_index(k) or 0 for k in data), default=0)
         return cls(parse("input"), parse("weight"),
                    tuple(parse(input_role(i)) for i in range(1, count + 1)), parse("output"),
-                   parse("bias"))
+                   parse(BIAS_ROLE))
+
+
+BIAS_ROLE = "bias_int32"
+"""Strategy/JSON role of the int32 bias params (``bias`` names the float weight itself)."""
 
 
 def input_role(index: int) -> str:
@@ -219,7 +223,7 @@ def bias_params(graph: MSCGraph, node: MSCNode, layer: LayerQuant | None) -> Qua
     ONNX Runtime's QLinearConv / QGemm add the bias as int32 with scale
     ``input_scale * weight_scale`` (zero point 0), so the ONNX codegen stores it that way
     for a conv / 2-D linear whose data input (per tensor) and weight (per tensor or per
-    output channel) are 8-bit. The Quantizer records these params as the layer's ``bias``
+    output channel) are 8-bit. The Quantizer records these params as the layer's ``bias_int32``
     role, and the torch and Relax codegens fake-quantize the bias with them, so every
     runner computes the deployed model's numbers.
     """

@@ -55,9 +55,10 @@ Strategy (JSON)::
      "fc": {"fallback": "float16"}}
 
 Roles: ``input`` (data input 0), ``input1``, ``input2``, ... (further data inputs),
-``weight``, ``output`` (the layer's output after its fused relu/clip, where no consumer
-quantizes it already). MSC keyed such tensors ``<tensor>-c-<consumer>``; here the consumer
-is the layer and the role names the tensor.
+``weight``, ``bias_int32`` (the int32 bias an int8 kernel adds), ``output`` (the layer's
+output after its fused relu/clip, where no consumer quantizes it already). MSC keyed such
+tensors ``<tensor>-c-<consumer>``; here the consumer is the layer and the role names the
+tensor.
 """
 
 from __future__ import annotations
@@ -73,6 +74,7 @@ from mscgym.compiler.errors import MSCError
 from mscgym.compiler.graph import MSCGraph, MSCNode
 from mscgym.compiler.ops import COMPOSITE, SUPPORTED_OPS
 from mscgym.compiler.quant_spec import (
+    BIAS_ROLE,
     LayerQuant,
     QuantParams,
     QuantPlan,
@@ -499,7 +501,7 @@ class Quantizer(BaseTool):
             bias = (None if self.target == "tensorrt" else
                     bias_params(self.graph, self.graph.find_node(name), _layer_quant(specs)))
             if bias is not None:  # what ONNX Runtime's int8 kernels add, on every runner
-                specs["bias"] = bias
+                specs[BIAS_ROLE] = bias
             if specs:
                 plan[name] = _layer_quant(specs)
         self._plan, self._methods = plan, methods
@@ -567,7 +569,7 @@ class Quantizer(BaseTool):
         for name, layer in self._plan.items():
             entry: dict[str, Any] = {}
             roles = {**layer.activations(),
-                     **{r: p for r, p in (("weight", layer.weight), ("bias", layer.bias))
+                     **{r: p for r, p in (("weight", layer.weight), (BIAS_ROLE, layer.bias))
                         if p is not None}}
             for role, params in roles.items():
                 entry[role] = params.to_json()
@@ -594,7 +596,7 @@ class Quantizer(BaseTool):
             if not isinstance(entry, dict) or not entry:
                 raise ToolConfigError(f"{where}: expected an object with 'input' and/or "
                                       f"'weight' (or 'fallback'), got {entry!r}")
-            roles = {"weight", "bias", "fallback", "output",
+            roles = {"weight", BIAS_ROLE, "fallback", "output",
                      *(input_role(i) for i in range(max(len(node.inputs), 1)))}
             self.check_keys(entry, roles, where)
             if "fallback" in entry:
@@ -697,7 +699,7 @@ def _layer_quant(specs: dict[str, QuantParams]) -> LayerQuant:
     count = max((role_index(r) or 0 for r in specs), default=0)
     return LayerQuant(specs.get("input"), specs.get("weight"),
                       tuple(specs.get(input_role(i)) for i in range(1, count + 1)),
-                      specs.get("output"), specs.get("bias"))
+                      specs.get("output"), specs.get(BIAS_ROLE))
 
 
 # -------------------------------------------------------------------------------------
@@ -810,8 +812,8 @@ def _parse_params(node: MSCNode, role: str, data: Any,
     missing = sorted({"dtype", "scale", "zero_point"} - set(data))
     if missing:
         raise ToolConfigError(f"{where}: missing keys {missing}")
-    activation = role not in ("weight", "bias")
-    dtypes = (cal.ACTIVATION_DTYPES if activation else ("int32",) if role == "bias"
+    activation = role not in ("weight", BIAS_ROLE)
+    dtypes = (cal.ACTIVATION_DTYPES if activation else ("int32",) if role == BIAS_ROLE
               else cal.WEIGHT_DTYPES)
     methods = cal.ACTIVATION_METHODS if activation else cal.WEIGHT_METHODS
     _choice(data["dtype"], dtypes, f"{where}.dtype")
@@ -835,7 +837,7 @@ def _parse_params(node: MSCNode, role: str, data: Any,
     if activation and axis is not None:
         raise ToolConfigError(f"{where}.axis {axis!r}: activations are quantized per tensor "
                               "(axis null)")
-    if role == "bias":
+    if role == BIAS_ROLE:
         if "bias" not in node.weights:
             raise ToolConfigError(f"{where}: node {node.name!r} ({node.optype}) has no bias")
         if axis not in (None, 0):
