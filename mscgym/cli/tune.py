@@ -13,11 +13,16 @@ from typing import Any
 from mscgym.cli.model_args import add_model_arguments, model_spec
 from mscgym.compiler.errors import MSCError
 
+NAME = "tune"
+
 
 def register(subparsers: Any) -> None:
     parser = subparsers.add_parser(
-        "tune", help="tune a model's TVM workloads with MetaSchedule (persistent database)",
-        description=__doc__.splitlines()[0])
+        NAME, help="tune a model's TVM workloads with MetaSchedule (persistent database)",
+        description=__doc__.splitlines()[0],
+        epilog="examples:\n  mscgym tune digits-cnn --trials 16\n"
+               "  mscgym tune model.onnx --input-shape input=1x3x224x224",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("model", metavar="MODEL_OR_FILE",
                         help="a zoo model (built with batch 1) or a model file")
     add_model_arguments(parser, data=False, model_flag=False)
