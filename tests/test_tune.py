@@ -103,7 +103,7 @@ def test_without_ray_the_agent_says_how_to_install_it() -> None:
     """Import failure simulated in a fresh interpreter (``sys.modules['ray'] = None``)."""
     code = (
         "import sys\n"
-        "import mscgym.agents, mscgym.agents.ray_agent, mscgym.tune\n"
+        "import mscgym.agents, mscgym.tune.agent, mscgym.tune\n"
         "assert 'ray' not in sys.modules, 'importing mscgym.agents or mscgym.tune imported ray'\n"
         "sys.modules['ray'] = None\n"
         "from mscgym.agents import create_agent\n"

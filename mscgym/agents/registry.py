@@ -21,7 +21,7 @@ AGENTS: dict[str, tuple[str, str]] = {
     "greedy": ("mscgym.agents.greedy", "GreedyAgent"),
     "optuna": ("mscgym.agents.optuna_agent", "OptunaAgent"),
     "rl": ("mscgym.agents.rl", "PPOAgent"),
-    "ray": ("mscgym.agents.ray_agent", "RayAgent"),
+    "ray": ("mscgym.tune.agent", "RayAgent"),
 }
 ALIASES: dict[str, str] = {
     "grid_search": "grid", "random_search": "random", "bayesian": "optuna", "ppo": "rl",

@@ -6,10 +6,11 @@ Agent interface); ``search_space(task)`` is the Tune search space of a task. Not
 here imports Ray until a sweep runs or a search space is built.
 """
 
+from mscgym.tune.agent import run_sweep
 from mscgym.tune.deps import INSTALL_HINT, check_ray, import_tune
 from mscgym.tune.space import config_plan, plan_config, search_space
 from mscgym.tune.spec import task_from_spec, task_spec
-from mscgym.tune.sweep import SEARCH_ALGS, SweepSettings, run_sweep
+from mscgym.tune.sweep import SEARCH_ALGS, SweepSettings
 from mscgym.tune.trainable import evaluate_trial
 
 __all__ = ["INSTALL_HINT", "SEARCH_ALGS", "SweepSettings", "check_ray", "config_plan",

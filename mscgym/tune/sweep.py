@@ -1,4 +1,5 @@
-"""Ray Tune sweeps over a task: ``run_sweep(task, ...) -> SearchResult``.
+"""Ray Tune sweeps over a task: the trials behind ``run_sweep(task, ...) -> SearchResult``
+and the ``ray`` agent (both in :mod:`mscgym.tune.agent`).
 
 Each trial evaluates one plan in a Ray worker (:mod:`mscgym.tune.trainable`), which
 rebuilds the task from its JSON description (:mod:`mscgym.tune.spec`). The searcher
@@ -45,7 +46,6 @@ from mscgym.tune.trainable import evaluate_trial
 from mscgym.utils.files import atomic_write_text, read_json
 
 if TYPE_CHECKING:
-    from mscgym.agents.base import SearchResult
     from mscgym.agents.evaluator import Evaluator
 
 SEARCH_ALGS = ("optuna", "random", "basic")
@@ -322,35 +322,3 @@ def run_trials(task: Task, evaluator: Evaluator, settings: SweepSettings) -> dic
             "over_budget_trials": over_budget, "resumed": restored,
             "resumed_trials": len(finished_before),
             "search_alg": settings.search_alg, "scheduler": settings.scheduler}
-
-
-def run_sweep(
-    task: Task,
-    search_alg: str = "optuna",
-    num_samples: int = 8,
-    max_concurrent: int = 2,
-    resources_per_trial: Mapping[str, float] | None = None,
-    storage_path: str | os.PathLike[str] | None = None,
-    name: str | None = None,
-    address: str | None = None,
-    num_cpus: int | None = None,
-    scheduler: str | None = None,
-    seed: int = 0,
-    resume: bool = False,
-    progress: bool = True,
-    logdir: str | os.PathLike[str] | None = None,
-) -> SearchResult:
-    """Sweep ``task`` with Ray Tune (``num_samples`` trials); see the module docstring.
-
-    The result's best record is re-measured on this process's task (through its cache),
-    so ``mscgym validate`` compares it with a measurement made the same way.
-    """
-    # Imported here: the agent module imports this one.
-    from mscgym.agents.ray_agent import RayAgent
-
-    agent = RayAgent(search_alg=search_alg, max_concurrent=max_concurrent,
-                     resources_per_trial=resources_per_trial, storage_path=storage_path,
-                     experiment_name=name, address=address, num_cpus=num_cpus,
-                     scheduler=scheduler, seed=seed, resume=resume, progress=progress,
-                     logdir=logdir)
-    return agent.search(task, num_samples)

@@ -1,4 +1,8 @@
-"""The ``ray`` agent: a Ray Tune sweep (:mod:`mscgym.tune`) behind the Agent interface.
+"""The ``ray`` agent: a Ray Tune sweep (:mod:`mscgym.tune`) behind the Agent interface,
+and :func:`run_sweep`, the same search as a function.
+
+It lives in the tune layer, above the agents it builds on; the agent registry names it by
+module path, so :mod:`mscgym.agents` never imports :mod:`mscgym.tune`.
 
 The budget is the sweep's number of trials. Trials run in Ray workers, in parallel;
 their results become the search history, in trial order. The best plan is then
@@ -71,3 +75,32 @@ class RayAgent(Agent):
         extra = {**extra, "sweep_best_score": float(best["score"])}
         return self._build_result(task, evaluator, extra, metrics, None,
                                   evaluator.real_evaluations + worker_evaluations)
+
+
+def run_sweep(
+    task: Task,
+    search_alg: str = "optuna",
+    num_samples: int = 8,
+    max_concurrent: int = 2,
+    resources_per_trial: Mapping[str, float] | None = None,
+    storage_path: str | os.PathLike[str] | None = None,
+    name: str | None = None,
+    address: str | None = None,
+    num_cpus: int | None = None,
+    scheduler: str | None = None,
+    seed: int = 0,
+    resume: bool = False,
+    progress: bool = True,
+    logdir: str | os.PathLike[str] | None = None,
+) -> SearchResult:
+    """Sweep ``task`` with Ray Tune (``num_samples`` trials); see the module docstring.
+
+    The result's best record is re-measured on this process's task (through its cache),
+    so ``mscgym validate`` compares it with a measurement made the same way.
+    """
+    agent = RayAgent(search_alg=search_alg, max_concurrent=max_concurrent,
+                     resources_per_trial=resources_per_trial, storage_path=storage_path,
+                     experiment_name=name, address=address, num_cpus=num_cpus,
+                     scheduler=scheduler, seed=seed, resume=resume, progress=progress,
+                     logdir=logdir)
+    return agent.search(task, num_samples)
