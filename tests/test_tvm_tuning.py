@@ -38,6 +38,7 @@ def _tiny() -> tuple:
     return model, from_torch(model, (torch.randn(1, 8),), dynamic_batch=False)
 
 
+@pytest.mark.slow  # tuning plus a second process importing TVM: minutes on 2 busy cores
 def test_second_process_loads_database_without_tuning(tmp_path, monkeypatch):
     monkeypatch.setenv("MSCGYM_CACHE_DIR", str(tmp_path / "cache"))
     db = tmp_path / "db"

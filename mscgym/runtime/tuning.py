@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import logging
 import os
 import tempfile
 import time
@@ -211,7 +210,6 @@ def tune(fused: tvm.IRModule, target: tvm.target.Target, db_path: Path,
     contexts, weights = ms.relax_integration.extracted_tasks_to_tune_contexts(
         new, work_dir, strategy=strategy, num_threads=int(target.attrs.get("num-cores", 1)),
         seed=seed)
-    _quiet_console()
     total = trials * len(new)
     bar = _progress_bar(total, f"tuning {len(new)} workloads", progress)
     measured = [0]
@@ -238,13 +236,6 @@ def tune(fused: tvm.IRModule, target: tvm.target.Target, db_path: Path,
     report.trials = measured[0]
     report.tuned = sum(_has_record(database, t, target) for t in new)
     return report
-
-
-def _quiet_console() -> None:
-    """Keep MetaSchedule's per-iteration tables in its log files, off the console."""
-    for handler in logging.getLogger("tvm.s_tir.meta_schedule").handlers:
-        if type(handler) is logging.StreamHandler:
-            handler.setLevel(logging.WARNING)
 
 
 def _has_record(database: Any, task: Any, target: tvm.target.Target) -> bool:
