@@ -148,23 +148,29 @@ class RuntimeManager:
         return self.runner.export(os.fspath(path))
 
 
-def _as_input_list(graph: MSCGraph, inputs: RunInputs) -> list[np.ndarray]:
-    names = graph.input_names
+def _input_arrays(names: list[str], inputs: RunInputs, what: str) -> list[np.ndarray]:
+    """``inputs`` (one array, a sequence, or a mapping by name) as numpy arrays in the order
+    of ``names``; ``what`` names the model in errors."""
     if isinstance(inputs, Mapping):
         missing = [n for n in names if n not in inputs]
         if missing:
-            raise MSCError(f"run: missing inputs {missing} (graph inputs: {names})")
+            raise MSCError(f"run: missing inputs {missing} ({what} inputs: {names})")
         values = [inputs[n] for n in names]
     elif isinstance(inputs, np.ndarray | torch.Tensor):
         values = [inputs]
     else:
         values = list(inputs)
     if len(values) != len(names):
-        raise MSCError(f"run: got {len(values)} inputs, graph {graph.name!r} takes {len(names)}")
+        raise MSCError(f"run: got {len(values)} inputs, {what} takes {len(names)}")
+    return [value.detach().cpu().numpy() if isinstance(value, torch.Tensor)
+            else np.asarray(value) for value in values]
+
+
+def _as_input_list(graph: MSCGraph, inputs: RunInputs) -> list[np.ndarray]:
+    names = graph.input_names
     arrays = []
-    for name, value in zip(names, values, strict=True):
-        array = value.detach().cpu().numpy() if isinstance(value, torch.Tensor) else np.asarray(
-            value)
+    for name, array in zip(names, _input_arrays(names, inputs, f"graph {graph.name!r}"),
+                           strict=True):
         expected = graph.find_tensor(name)
         static = [(i, d) for i, d in enumerate(expected.shape) if isinstance(d, int)]
         if array.ndim != expected.ndim or any(array.shape[i] != d for i, d in static):
@@ -482,23 +488,9 @@ def _from_tvm(tensor: tvm.runtime.Tensor) -> np.ndarray:
 
 def _host_inputs(main: relax.Function, inputs: RunInputs) -> list[np.ndarray]:
     names = [p.name for p in main.params]
-    if isinstance(inputs, Mapping):
-        missing = [n for n in names if n not in inputs]
-        if missing:
-            raise MSCError(f"run: missing inputs {missing} (model inputs: {names})")
-        values = [inputs[n] for n in names]
-    elif isinstance(inputs, np.ndarray | torch.Tensor):
-        values = [inputs]
-    else:
-        values = list(inputs)
-    if len(values) != len(names):
-        raise MSCError(f"run: got {len(values)} inputs, the model takes {len(names)}")
-    arrays = []
-    for param, value in zip(main.params, values, strict=True):
-        array = value.detach().cpu().numpy() if isinstance(value, torch.Tensor) else np.asarray(
-            value)
-        arrays.append(np.ascontiguousarray(array, dtype=str(param.ty.dtype)))
-    return arrays
+    arrays = _input_arrays(names, inputs, "the model")
+    return [np.ascontiguousarray(array, dtype=str(param.ty.dtype))
+            for param, array in zip(main.params, arrays, strict=True)]
 
 
 def _example_host_inputs(main: relax.Function, batch: int) -> list[np.ndarray]:

@@ -223,27 +223,15 @@ def int8_layout(graph: MSCGraph, kernels: dict[str, bool], target: str,
                 and (arity == 0 or len(node.inputs) == arity) and not node.weights
                 and not set(node.inputs) & blocked)
 
-    def covered(tensor: str) -> bool:
-        consumers = graph.find_consumers(tensor)
-        if tensor in graph.output_names or not consumers:
-            return False
-        for consumer in consumers:
-            uses = {i for i, name in enumerate(consumer.inputs) if name == tensor}
-            if uses <= planned.get(consumer.name, set()):
-                continue
-            if (consumer.optype in INT8_TRANSPARENT and len(consumer.inputs) == 1
-                    and len(consumer.outputs) == 1 and covered(consumer.output.name)):
-                continue
-            return False
-        return True
-
     def unary_int8(node: MSCNode) -> bool:
         return ((node.optype in UNARY_INT8_OPS or is_global_average_pool(graph, node))
                 and node.name not in excluded and len(node.inputs) == 1
                 and len(node.outputs) == 1 and not node.weights)
 
-    def integer(tensor: str) -> bool:
-        """Whether the tensor stays integer once its producer quantizes it."""
+    def reaches_int8(tensor: str, through_unary: bool) -> bool:
+        """Whether every consumer reads ``tensor`` as planned int8, directly or through
+        data-movement ops (and, with ``through_unary``, through an int8 unary op whose own
+        output is covered): then its producer's output quantization stays integer."""
         consumers = graph.find_consumers(tensor)
         if tensor in graph.output_names or not consumers:
             return False
@@ -253,12 +241,20 @@ def int8_layout(graph: MSCGraph, kernels: dict[str, bool], target: str,
                 continue
             transparent = (consumer.optype in INT8_TRANSPARENT and len(consumer.inputs) == 1
                            and len(consumer.outputs) == 1)
-            if transparent and integer(consumer.output.name):
+            if transparent and reaches_int8(consumer.output.name, through_unary):
                 continue
-            if unary_int8(consumer) and covered(fused_output(graph, consumer)):
+            if (through_unary and unary_int8(consumer)
+                    and reaches_int8(fused_output(graph, consumer), False)):
                 continue
             return False
         return True
+
+    def covered(tensor: str) -> bool:
+        return reaches_int8(tensor, through_unary=False)
+
+    def integer(tensor: str) -> bool:
+        """Whether the tensor stays integer once its producer quantizes it."""
+        return reaches_int8(tensor, through_unary=True)
 
     def moved_past(tensor: str) -> bool:
         """Whether ONNX Runtime would move the tensor's DQ past a data-movement op (QDQ
