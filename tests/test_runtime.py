@@ -29,8 +29,7 @@ from mscgym.runtime import (
     create_runner,
     create_runtime_manager,
 )
-from mscgym.runtime.cache import artifact_path, fingerprint
-from mscgym.runtime.runners.tvm_runner import CODEGEN_MODULES
+from mscgym.runtime.cache import artifact_path
 from mscgym.zoo.cache import resolve_cache_dir
 
 RUNNERS = ["torch", "tvm", "onnxruntime"]
@@ -162,8 +161,7 @@ def test_unloadable_cached_library_is_rebuilt(model: tuple, batch: tuple) -> Non
     graph.return_tuple = False
     runner = create_runner("tvm")
     plan = _plan(0.11)
-    key = fingerprint(graph, params, plan, "tvm", runner.target, tvm.__version__,
-                      CODEGEN_MODULES)
+    key = runner.cache_key(graph, params, plan)
     path = artifact_path("tvm", key, ".so")
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(b"not a shared library")

@@ -102,9 +102,7 @@ class TVMRunner(BaseRunner):
             self._executable = self._compile(graph, params, quant)
             module = self._executable
         else:
-            key = fingerprint(graph, params, quant, self.name,
-                              f"{self.target}|{self._database_state()}", tvm.__version__,
-                              CODEGEN_MODULES)
+            key = self.cache_key(graph, params, quant)
             path = str(artifact_path("tvm", key, ".so"))
             module = _load_library(path, key)
             record("tvm", module is not None)
@@ -116,6 +114,14 @@ class TVMRunner(BaseRunner):
                 module = executable
             self._library_path = path
         self._main = relax.VirtualMachine(module, self._dev)[ENTRY]
+
+    def cache_key(self, graph: MSCGraph, params: Mapping[str, np.ndarray],
+                  quant: QuantPlan) -> str:
+        """The disk-cache key of the library ``build`` makes: what is compiled, for which
+        target, with which tuning records, by which TVM and codegen sources."""
+        return fingerprint(graph, params, quant, self.name,
+                           f"{self.target}|{self._database_state()}", tvm.__version__,
+                           CODEGEN_MODULES)
 
     def _compile(self, graph: MSCGraph, params: Mapping[str, np.ndarray],
                  quant: QuantPlan) -> Any:
