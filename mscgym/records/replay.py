@@ -28,10 +28,11 @@ from mscgym.records.record import Record, RecordError, load_record
 from mscgym.runtime.runner import RunnerUnavailableError
 from mscgym.tasks.measure import run_outputs
 from mscgym.tasks.metrics import Metrics
-from mscgym.tasks.sources import ModelFile, TaskData, file_sha256, zoo_data_for
+from mscgym.tasks.sources import ModelFile, TaskData, zoo_data_for
 from mscgym.tasks.spaces import PlanError
 from mscgym.tasks.task import Compressed, Task
 from mscgym.tools.losses import distill_loss
+from mscgym.utils.hashing import file_sha256
 
 RecordLike = Record | str | os.PathLike[str]
 

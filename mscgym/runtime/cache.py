@@ -39,7 +39,7 @@ from mscgym.compiler.errors import MSCError
 from mscgym.compiler.graph import MSCGraph
 from mscgym.compiler.quant_spec import QuantPlan
 from mscgym.utils.files import atomic_write, atomic_write_text
-from mscgym.utils.hashing import arrays_hash
+from mscgym.utils.hashing import arrays_hash, file_sha256
 
 logger = logging.getLogger(__name__)
 
@@ -166,15 +166,6 @@ def artifact_path(store: str, key: str, suffix: str) -> Path:
 
 def _digest_path(path: Path) -> Path:
     return path.with_name(path.name + ".sha256")
-
-
-def file_sha256(path: str | os.PathLike[str]) -> str:
-    """sha256 of a file's bytes, read in chunks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def store_artifact(path: str | os.PathLike[str], key: str,

@@ -3,7 +3,6 @@ exported MSCGraph, each with an identity (id + content hash) that records can ch
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from collections.abc import Mapping, Sequence
@@ -21,7 +20,7 @@ from mscgym.compiler.graph import MSCGraph
 from mscgym.compiler.serialize import load_graph
 from mscgym.tasks.data_check import check_task_data
 from mscgym.tasks.kinds import MODEL_SUFFIXES
-from mscgym.utils.hashing import arrays_hash
+from mscgym.utils.hashing import arrays_hash, file_sha256
 
 Params = dict[str, np.ndarray]
 
@@ -125,15 +124,6 @@ class ModelFile:
 
     path: str
     input_shapes: Mapping[str, Sequence[int | str]] | None = field(default=None)
-
-
-def file_sha256(path: str | os.PathLike[str]) -> str:
-    """sha256 of a file's bytes (the identity a record keeps for a model file)."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def shapes_json(input_shapes: Mapping[str, Sequence[int | str]] | None

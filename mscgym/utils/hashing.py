@@ -1,4 +1,5 @@
-"""Content hashes of named arrays: the identity of weights and data in caches and records.
+"""Content hashes of named arrays and files: the identity of weights, data and model files
+in caches and records.
 
 One walk for both forms: numpy arrays (:func:`arrays_hash`: task data, graph weights) and
 torch state_dicts (:func:`state_dict_hash`: zoo weights, whose hashes records and the
@@ -8,6 +9,7 @@ weight cache already store, so their dtype spelling stays torch's own).
 from __future__ import annotations
 
 import hashlib
+import os
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -61,3 +63,12 @@ def state_dict_hash(state_dict: Mapping[str, Any]) -> str:
             yield key, (str(tensor.dtype), tuple(tensor.shape), data)
 
     return _digest(entries())
+
+
+def file_sha256(path: str | os.PathLike[str]) -> str:
+    """sha256 of a file's bytes, read in chunks (cached artifacts, model files in records)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
