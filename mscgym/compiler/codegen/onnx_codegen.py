@@ -432,17 +432,22 @@ def _finish_kernel(b: _Builder, node: MSCNode, value: str) -> None:
                to=_elem_type(node.output.dtype, f"node {node.name!r}"))
 
 
+def _kernel_inputs(b: _Builder, node: MSCNode) -> list[str]:
+    """Data, kernel (a graph value when computed, else the planned initializer) and bias
+    of a conv / transposed conv, in ONNX's input order."""
+    if node.args:  # kernel computed by the graph
+        return [b.data(node, 0), b.data(node, 1)]
+    inputs = [b.data(node, 0), b.kernel_weight(node, b.weight(node, "weight"),
+                                               lambda axis: axis)]
+    if "bias" in node.weights:
+        inputs.append(b.bias(node))
+    return inputs
+
+
 def _conv(b: _Builder, node: MSCNode) -> None:
     _check_layout(node, data_layout="NCHW", kernel_layout="OIHW", out_layout="NCHW")
     attrs = node.attrs
-    if node.args:  # conv2d of two activations
-        inputs = [b.data(node, 0), b.data(node, 1)]
-    else:
-        inputs = [b.data(node, 0), b.kernel_weight(node, b.weight(node, "weight"),
-                                                   lambda axis: axis)]
-        if "bias" in node.weights:
-            inputs.append(b.bias(node))
-    value = b.emit("Conv", inputs, node.name, _kernel_outputs(b, node),
+    value = b.emit("Conv", _kernel_inputs(b, node), node.name, _kernel_outputs(b, node),
                    strides=list(attrs["strides"]), pads=_pads(attrs["padding"], node),
                    dilations=list(attrs["dilation"]), group=int(attrs["groups"]))
     _finish_kernel(b, node, value)
@@ -453,13 +458,7 @@ def _conv_transpose(b: _Builder, node: MSCNode) -> None:
     pads order and output_padding, so the output sizes agree."""
     _check_layout(node, data_layout="NCHW", kernel_layout="IOHW", out_layout="NCHW")
     attrs = node.attrs
-    if node.args:  # kernel computed by the graph
-        inputs = [b.data(node, 0), b.data(node, 1)]
-    else:
-        inputs = [b.data(node, 0), b.kernel_weight(node, b.weight(node, "weight"),
-                                                   lambda axis: axis)]
-        if "bias" in node.weights:
-            inputs.append(b.bias(node))
+    inputs = _kernel_inputs(b, node)
     extra = [int(p) for p in attrs.get("output_padding") or [0, 0]]
     value = b.emit("ConvTranspose", inputs, node.name, _kernel_outputs(b, node),
                    strides=list(attrs["strides"]), pads=_pads(attrs["padding"], node),
