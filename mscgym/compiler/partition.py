@@ -43,7 +43,8 @@ def target_ops(target: str) -> frozenset[str] | None:
     if target == "onnxruntime":
         from mscgym.compiler.codegen import onnx_codegen
 
-        emitted = {f"relax.{op}" for op in onnx_codegen._EMITTERS if not op.startswith("msc.")}
+        emitted = {f"relax.{op}" for op in onnx_codegen.EMITTED_OPTYPES
+                   if not op.startswith("msc.")}
         # composites (msc.conv2d_bias, msc.linear...) are conv2d/matmul plus add
         return frozenset(emitted | {"relax.add"})
     if target == "tensorrt":

@@ -1200,6 +1200,9 @@ _EMITTERS: dict[str, Emitter] = {
     "image.resize2d": _resize,
 }
 
+EMITTED_OPTYPES = frozenset(_EMITTERS)
+"""The MSC optypes this codegen writes as ONNX (what the onnxruntime runner can run)."""
+
 
 def _check_plan(graph: MSCGraph, quant: QuantPlan) -> None:
     for name, layer in quant.items():
