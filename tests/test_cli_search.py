@@ -35,15 +35,6 @@ def searched(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
     return path, capture.read_text()
 
 
-def _generous_latency(path: Path) -> Path:
-    """The same record, its latency tolerance widened: a test must not hinge on timing."""
-    data = json.loads(path.read_text())
-    data["tolerances"]["latency_ms"] = {"rel": 100.0}
-    out = path.with_name(f"generous-{path.name}")
-    out.write_text(json.dumps(data))
-    return out
-
-
 def test_search_prints_a_summary_and_writes_the_record(searched: tuple[Path, str]) -> None:
     path, out = searched
     for text in ("random on quantize digits-cnn (onnxruntime/cpu)", "baseline", "best",
@@ -65,10 +56,11 @@ def test_replay_and_validate_round_trip(searched: tuple[Path, str],
     out = capsys.readouterr().out
     assert f"accuracy:     {recorded.accuracy:.4f} (recorded {recorded.accuracy:.4f}, same)" in out
     assert "quantize matches the record" in out
-    assert main(["validate", str(_generous_latency(path))]) == 0
+    # A test must not hinge on timing: latency is re-measured by the tests that compare it.
+    assert main(["validate", str(path), "--skip", "latency_ms"]) == 0
     out = capsys.readouterr().out
-    assert "all 6 metrics hold" in out
-    for metric in ("distill_loss", "accuracy", "latency_ms", "size_bytes", "params", "flops"):
+    assert "all 5 metrics hold (not compared: latency_ms)" in out
+    for metric in ("distill_loss", "accuracy", "size_bytes", "params", "flops"):
         assert metric in out
 
 
@@ -85,13 +77,14 @@ def test_console_script_replays_and_saves_outputs(searched: tuple[Path, str]) ->
 
 def test_validate_fails_for_an_edited_metric_and_refuses_a_tampered_record(
         searched: tuple[Path, str], capsys: pytest.CaptureFixture[str]) -> None:
-    path = _generous_latency(searched[0])
+    path = searched[0]
     data = json.loads(path.read_text())
     data["metrics"]["accuracy"] = 0.5
     edited = path.with_name("edited.json")
     edited.write_text(json.dumps(data))
-    assert main(["validate", str(edited)]) == 1
-    assert "1 of 6 metrics do not hold: accuracy" in capsys.readouterr().out
+    assert main(["validate", str(edited), "--skip", "latency_ms"]) == 1
+    assert "1 of 5 metrics do not hold: accuracy (not compared: latency_ms)" in (
+        capsys.readouterr().out)
     data = json.loads(path.read_text())
     data["task"]["weight_hash"] = "0" * 64
     tampered = path.with_name("tampered.json")

@@ -78,13 +78,9 @@ def test_sweep_finds_and_records_a_valid_best_plan(task: Task, sweep: tuple[Path
     record = load_record(path)
     assert record.plan == result.best_plan and record.extra["agent"] == "ray"
     assert record.extra["options"]["search_alg"] == "optuna"
-    data = json.loads(Path(path).read_text())
-    data["tolerances"]["latency_ms"] = {"rel": 100.0}  # a test must not hinge on timing
-    generous = tmp_path / "generous.json"
-    generous.write_text(json.dumps(data))
-    report = validate(generous)
+    report = validate(path, skip=["latency_ms"])  # a test must not hinge on timing
     assert report.all_hold, report.to_json()
-    assert len(report.rows) == 6
+    assert len(report.rows) == 5
 
 
 def test_resume_restores_the_finished_experiment(task: Task,

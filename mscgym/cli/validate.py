@@ -30,10 +30,14 @@ def register(subparsers: Any) -> None:
         description="Re-evaluate the plan a record holds and compare every metric with the "
                     "record's tolerance; exit 0 if all hold, 1 if one does not, 2 if the "
                     "record is refused.",
-        epilog="examples:\n  mscgym validate best.json\n  mscgym validate best.json --json",
+        epilog="examples:\n  mscgym validate best.json\n  mscgym validate best.json --json\n"
+               "  mscgym validate best.json --skip latency_ms   # on another machine",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("record", metavar="RECORD", help="a record .json written by search")
+    parser.add_argument("--skip", metavar="METRIC", action="append", default=[],
+                        help="a metric not to compare (repeatable), e.g. latency_ms when "
+                             "validating on another machine than the one that searched")
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
     parser.set_defaults(run=run)
 
@@ -65,11 +69,12 @@ def format_report(report: ValidationReport) -> str:
                          in zip(cells, _COLUMNS, widths, strict=True)).rstrip()
 
     lines = [line(header), "  ".join("-" * w for w in widths), *(line(r) for r in rows), ""]
+    skipped = f" (not compared: {', '.join(report.skipped)})" if report.skipped else ""
     if report.all_hold:
-        lines.append(f"all {len(rows)} metrics hold")
+        lines.append(f"all {len(rows)} metrics hold{skipped}")
     else:
         lines.append(f"{len(report.failed)} of {len(rows)} metrics do not hold: "
-                     + ", ".join(report.failed))
+                     + ", ".join(report.failed) + skipped)
     if report.score is not None:
         lines.append(report.score.describe())
     return "\n".join(lines)
@@ -78,7 +83,7 @@ def format_report(report: ValidationReport) -> str:
 def run(args: argparse.Namespace) -> int:
     from mscgym.records.replay import validate
 
-    report = validate(args.record)
+    report = validate(args.record, skip=args.skip)
     if args.json:
         print(json.dumps(report.to_json(), indent=1))
     else:

@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 import math
 import os
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any
 
@@ -333,6 +333,7 @@ class ValidationReport:
     rows: list[ValidationRow]
     measured: Metrics
     score: ScoreCheck | None = None
+    skipped: list[str] = field(default_factory=list)
     failed: list[str] = field(init=False)
 
     def __post_init__(self) -> None:
@@ -344,7 +345,7 @@ class ValidationReport:
 
     def to_json(self) -> dict[str, Any]:
         return {"where": self.where, "all_hold": self.all_hold,
-                "rows": [row.to_json() for row in self.rows],
+                "rows": [row.to_json() for row in self.rows], "skipped": list(self.skipped),
                 "score": None if self.score is None else self.score.to_json()}
 
 
@@ -431,15 +432,25 @@ def _check_score(record: Record, task: Task, tolerances: Mapping[str, Mapping[st
     return ScoreCheck(record.score, recomputed, failed)
 
 
-def validate(record: RecordLike, data: TaskData | None = None) -> ValidationReport:
+def validate(record: RecordLike, data: TaskData | None = None,
+             skip: Collection[str] = ()) -> ValidationReport:
     """Replay the record (its strategies must be rebuilt exactly), re-measure its plan
     (no cache) and check every metric with the policy's tolerances (the record may only
-    tighten them), re-measure the baseline and recompute the score; see the module doc."""
+    tighten them), re-measure the baseline and recompute the score; see the module doc.
+
+    ``skip`` names metrics not to compare, for the plan and the baseline alike: latency
+    re-measured on another machine, or on a loaded one, says nothing about the record.
+    """
     record, where = _resolve(record)
     tolerances = validation_tolerances(record, where)
+    unknown = sorted(set(skip) - set(tolerances))
+    if unknown:
+        raise RecordError(f"{where}: cannot skip {', '.join(map(repr, unknown))}: validation "
+                          f"checks {', '.join(tolerances)}")
+    tolerances = {m: tol for m, tol in tolerances.items() if m not in skip}
     task = _rebuild_task(record, where, data, validating=True)
     score = _check_score(record, task, tolerances, where)
     measured, strategies = task.evaluate_full(record.plan, use_cache=False)
     check_strategies(record.strategies, strategies, where)
     rows = [check_metric(m, record.metrics, measured, tol) for m, tol in tolerances.items()]
-    return ValidationReport(where, rows, measured, score)
+    return ValidationReport(where, rows, measured, score, skipped=sorted(skip))
