@@ -21,6 +21,7 @@ NN = (
     "nn.log_softmax", "nn.layer_norm", "nn.batch_norm", "matmul", "clip", "astype",
     "nn.conv2d_transpose", "nn.avg_pool3d", "nn.pad", "image.resize2d",
 )
+HOST_OP = "msc.host"  # a call TVM runs between regions, in the stitched graph of a partition
 COMPOSITE = ("msc.conv2d_bias", "msc.conv2d_transpose_bias", "msc.linear", "msc.linear_bias",
              "msc.batch_norm")
 # Coordinate transformations and nearest roundings of ``image.resize2d`` that every

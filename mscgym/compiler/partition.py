@@ -17,14 +17,18 @@ as the input, and :func:`segments_of` reads the segments back from it.
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
+import numpy as np
 import tvm
 from tvm import relax
 
 from mscgym.compiler.errors import MSCError
-from mscgym.compiler.ops import SUPPORTED_OPS
+from mscgym.compiler.graph import MSCGraph, MSCNode, MSCTensor
+from mscgym.compiler.ops import ELEMENTWISE_BINARY, ELEMENTWISE_UNARY, HOST_OP, SUPPORTED_OPS
+from mscgym.compiler.relax_codec import encode_shape
 
 HOST = "tvm"
 """Where the calls no region takes run."""
@@ -238,3 +242,233 @@ def segments_of(host: tvm.IRModule) -> list[Segment]:
 def fallback_ops(host: tvm.IRModule) -> list[str]:
     """The ops the host runs on TVM (the target lacks them), sorted, each once."""
     return sorted({op for seg in segments_of(host) if not seg.is_region for op in seg.ops})
+
+
+# --------------------------------------------------------------------------------------
+# the whole model as one graph, for analyses that follow tensors across regions
+# --------------------------------------------------------------------------------------
+# A host call is a HOST_OP node of the stitched graph. Its attrs: ``op`` (the Relax op),
+# ``keeps`` (the axes of its first input whose entries it keeps apart, so a channel there
+# stays one channel of its output) and ``why`` (what it does to the other axes).
+
+_AXIS_OPS = ("relax.cumsum", "relax.cumprod", "relax.sort", "relax.flip")
+_EXTRA_UNARY = ("clip", "astype", "floor", "ceil", "round", "sign", "sin", "cos",
+                "nn.leakyrelu", "nn.softplus")
+_UNARY = frozenset(f"relax.{op}" for op in (*ELEMENTWISE_UNARY, *_EXTRA_UNARY))
+_BINARY = frozenset(f"relax.{op}" for op in ELEMENTWISE_BINARY)
+
+
+def _is_scalar(expr: relax.Expr) -> bool:
+    ty = expr.ty
+    return (isinstance(expr, relax.Constant) and isinstance(ty, relax.TensorType)
+            and ty.shape is not None and all(int(d) == 1 for d in ty.shape))
+
+
+def channel_rule(call: relax.Call) -> tuple[list[int], str]:
+    """Which axes of ``call``'s first input a host op keeps apart (entry ``i`` of such an
+    axis only ever meets entry ``i``), and what it does otherwise; the prune analysis
+    lets channels through a host op only along those axes."""
+    op = _op_name(call)
+    ty = call.args[0].ty if call.args else None
+    ndim = len(ty.shape) if isinstance(ty, relax.TensorType) and ty.shape is not None else 0
+    every = list(range(ndim))
+    if op in _UNARY:
+        return every, "is elementwise"
+    if op in _BINARY:
+        if all(_is_scalar(arg) for arg in call.args[1:]):
+            return every, "is elementwise with a scalar"
+        return [], "combines two tensors"
+    if op in _AXIS_OPS:
+        axis = getattr(call.attrs, "axis", None)
+        if axis is None:
+            return [], "runs over the flattened tensor"
+        axis = int(axis) % ndim
+        return [a for a in every if a != axis], f"runs along axis {axis}"
+    return [], "is not known to keep channels apart"
+
+
+@dataclass
+class Stitched:
+    """The partitioned model as one MSCGraph: the regions' nodes (a name that two regions
+    share gets its region as prefix, ``region1.relu``), each host call a :data:`HOST_OP`
+    node, the regions' inputs wired to the tensors that feed them. Tools whose analysis
+    must follow tensors through the host (prune's channel groups) work on it; it is
+    never built or run.
+
+    ``renames[segment]`` maps the segment's tensor and node names to the stitched ones
+    (a region's inputs to the tensors feeding them); ``host_inputs[segment]`` lists the
+    stitched tensors a host segment reads, in parameter order.
+    """
+
+    graph: MSCGraph
+    params: dict[str, np.ndarray]
+    renames: dict[str, dict[str, str]]
+    host_inputs: dict[str, list[str]]
+
+
+def _renamed(name: str, old: str, new: str) -> str:
+    rest = name[len(old):]
+    if name.startswith(old) and rest[:1] in (":", "."):
+        return new + rest
+    return f"{new}:{name}"
+
+
+def stitch(host: tvm.IRModule, regions: Mapping[str, tuple[MSCGraph, Mapping[str, Any]]],
+           name: str) -> Stitched:
+    """The :class:`Stitched` graph of ``host``, whose region segments translate to
+    ``regions[segment] = (graph, params)``."""
+    main = host["main"]
+    counts: dict[str, int] = {}
+    for graph, _ in regions.values():
+        for node in graph.nodes:
+            if node.optype != "input":
+                counts[node.name] = counts.get(node.name, 0) + 1
+    nodes: list[MSCNode] = []
+    params: dict[str, np.ndarray] = {}
+    renames: dict[str, dict[str, str]] = {}
+    host_inputs: dict[str, list[str]] = {}
+    env: dict[relax.Var, Any] = {}
+    inputs = []
+    for param in main.params:
+        tensor = MSCTensor(param.name, str(param.ty.dtype),
+                           encode_shape(param.ty.shape, f"input {param.name!r}"))
+        nodes.append(MSCNode(param.name, "input", [], [tensor]))
+        env[param] = param.name
+        inputs.append(param.name)
+    for block in main.body.blocks:
+        for binding in block.bindings:
+            value = binding.value
+            if isinstance(value, relax.Call) and isinstance(value.op, tvm.ir.GlobalVar):
+                seg = value.op.name_hint
+                args = [_lookup_name(a, env) for a in value.args]
+                if seg in regions:
+                    graph, weights = regions[seg]
+                    outs = _stitch_region(seg, graph, weights, args, counts, nodes, params,
+                                          renames)
+                else:
+                    host_inputs[seg] = list(args)
+                    outs = _stitch_host(seg, host[value.op], args, nodes)
+                tuple_ret = isinstance(host[value.op].ret_ty, relax.TupleType)
+                env[binding.var] = tuple(outs) if tuple_ret else outs[0]
+            else:
+                env[binding.var] = _lookup_name(value, env)
+    result = _lookup_name(main.body.body, env)
+    outputs = list(_flatten(result))
+    return Stitched(MSCGraph(name, nodes, inputs, outputs), params, renames, host_inputs)
+
+
+def _flatten(value: Any) -> Iterable[str]:
+    if isinstance(value, tuple):
+        for item in value:
+            yield from _flatten(item)
+    else:
+        yield value
+
+
+def _lookup_name(expr: relax.Expr, env: Mapping[relax.Var, Any]) -> Any:
+    if isinstance(expr, relax.Tuple):
+        return tuple(_lookup_name(f, env) for f in expr.fields)
+    if isinstance(expr, relax.TupleGetItem):
+        return _lookup_name(expr.tuple_value, env)[expr.index]
+    if isinstance(expr, relax.Var) and expr in env:
+        return env[expr]
+    raise MSCError(f"stitch: the host reads {expr}, which no segment computed")
+
+
+def _stitch_region(seg: str, graph: MSCGraph, weights: Mapping[str, Any], args: list[Any],
+                   counts: Mapping[str, int], nodes: list[MSCNode],
+                   params: dict[str, np.ndarray], renames: dict[str, dict[str, str]]
+                   ) -> list[str]:
+    rename = renames.setdefault(seg, {})
+    if len(args) != len(graph.input_names):
+        raise MSCError(f"stitch: region {seg!r} takes {len(graph.input_names)} inputs, the "
+                       f"host passes {len(args)}")
+    for tensor, arg in zip(graph.input_names, args, strict=True):
+        if not isinstance(arg, str):
+            raise MSCError(f"stitch: region {seg!r} reads a tuple as input {tensor!r}")
+        rename[tensor] = arg
+    for node in graph.nodes:
+        if node.optype == "input":
+            continue
+        new = node.name if counts[node.name] == 1 else f"{seg}.{node.name}"
+        rename[node.name] = new
+        outputs = []
+        for tensor in node.outputs:
+            rename[tensor.name] = _renamed(tensor.name, node.name, new)
+            outputs.append(MSCTensor(rename[tensor.name], tensor.dtype, tensor.shape,
+                                     tensor.layout))
+        roles = {}
+        for role, tensor in node.weights.items():
+            rename[tensor.name] = _renamed(tensor.name, node.name, new)
+            roles[role] = MSCTensor(rename[tensor.name], tensor.dtype, tensor.shape,
+                                    tensor.layout)
+            params[rename[tensor.name]] = np.asarray(weights[tensor.name])
+        nodes.append(MSCNode(new, node.optype, [rename[t] for t in node.inputs], outputs,
+                             dict(node.attrs), list(node.args), roles,
+                             dict(node.weight_alias), node.attrs_type))
+    return [rename[t] for t in graph.output_names]
+
+
+def _stitch_host(seg: str, func: relax.Function, args: list[Any],
+                 nodes: list[MSCNode]) -> list[str]:
+    env: dict[relax.Var, Any] = dict(zip(func.params, args, strict=True))
+    for block in func.body.blocks:
+        for binding in block.bindings:
+            value, var = binding.value, binding.var
+            if isinstance(value, relax.Call) and _op_name(value) is not None:
+                reads = [env[a] for a in value.args if isinstance(a, relax.Var) and a in env]
+                keeps, why = channel_rule(value)
+                name = f"{seg}.{var.name}"
+                types = var.ty.fields if isinstance(var.ty, relax.TupleType) else [var.ty]
+                outputs = [MSCTensor(f"{name}:{i}", str(t.dtype),
+                                     encode_shape(t.shape, f"host value {name!r}"))
+                           for i, t in enumerate(types)]
+                nodes.append(MSCNode(name, HOST_OP, [r for r in reads if isinstance(r, str)],
+                                     outputs, {"op": _op_name(value), "keeps": keeps,
+                                               "why": why}))
+                names = [t.name for t in outputs]
+                env[var] = tuple(names) if isinstance(var.ty, relax.TupleType) else names[0]
+            else:
+                env[var] = _lookup_name(value, env)
+    result = _lookup_name(func.body.body, env)
+    return list(result) if isinstance(result, tuple) else [result]
+
+
+def retype(func: relax.Function, shapes: Sequence[Sequence[Any]]) -> relax.Function:
+    """``func`` (a host segment) re-inferred for inputs of static ``shapes`` where they
+    differ from its parameters (pruned channels); dims that agree keep the parameter's
+    own (possibly symbolic) expression."""
+    params, changed = [], False
+    for param, shape in zip(func.params, shapes, strict=True):
+        dims = []
+        for old, new in zip(param.ty.shape, shape, strict=True):
+            same = isinstance(new, str) or (isinstance(old, tvm.tirx.IntImm) and int(old) == new)
+            dims.append(old if same else new)
+            changed |= not same
+        params.append(relax.Var(param.name, relax.TensorType(dims, param.ty.dtype)))
+    if not changed:
+        return func
+    env: dict[relax.Var, relax.Expr] = dict(zip(func.params, params, strict=True))
+    builder = relax.BlockBuilder()
+    with builder.function("main", params, dict(func.attrs) if func.attrs else None):
+        with builder.dataflow():
+            for block in func.body.blocks:
+                for binding in block.bindings:
+                    env[binding.var] = builder.emit(_rebuilt(binding.value, env))
+            out = builder.emit_output(_rebuilt(func.body.body, env))
+        builder.emit_func_output(out)
+    return builder.get()["main"]
+
+
+def _rebuilt(expr: relax.Expr, env: Mapping[relax.Var, relax.Expr]) -> relax.Expr:
+    if isinstance(expr, relax.Var):
+        return env[expr]
+    if isinstance(expr, relax.Tuple):
+        return relax.Tuple([_rebuilt(f, env) for f in expr.fields])
+    if isinstance(expr, relax.TupleGetItem):
+        return relax.TupleGetItem(_rebuilt(expr.tuple_value, env), expr.index)
+    if isinstance(expr, relax.Call) and isinstance(expr.op, tvm.ir.Op):
+        args = [_rebuilt(a, env) if isinstance(a, relax.Var | relax.Tuple) else a
+                for a in expr.args]
+        return relax.Call(expr.op, args, expr.attrs, expr.ty_args)
+    raise MSCError(f"retype: cannot rebuild a {type(expr).__name__} of a host segment")

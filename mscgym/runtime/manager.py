@@ -23,7 +23,7 @@ from tvm import relax
 from mscgym.compiler.errors import MSCError
 from mscgym.compiler.graph import MSCGraph
 from mscgym.compiler.graph_translator import from_relax
-from mscgym.compiler.partition import fallback_ops, segments_of
+from mscgym.compiler.partition import fallback_ops, retype, segments_of, stitch
 from mscgym.compiler.quant_spec import QuantPlan
 from mscgym.runtime.profiling import LatencyStats, profile_runner
 from mscgym.runtime.registry import create_runner
@@ -334,8 +334,9 @@ class PartitionedRuntimeManager:
                 self.regions[seg.name] = RuntimeManager(graph, params, {
                     "runner": self.runner_name, "device": self.device,
                     "runner_options": self.config.get("runner_options", {})})
-        self._host_vms: dict[str, Any] = {}
-        self._tools: dict[MSC_TOOL, ToolGroup] = {}
+        self._host_funcs: dict[str, Any] = {}
+        self._host_vms: dict[Any, Any] = {}
+        self._tools: dict[MSC_TOOL, Any] = {}
 
     # -- what the partition did ------------------------------------------------------
     @property
@@ -351,13 +352,17 @@ class PartitionedRuntimeManager:
 
     # -- tools ------------------------------------------------------------------------
     def create_tool(self, kind: MSC_TOOL | str, config: Mapping[str, Any] | None = None
-                    ) -> ToolGroup:
-        """One tool of ``kind`` over every region; per-layer entries of the config go to
-        the region holding the layer."""
+                    ) -> Any:
+        """One tool of ``kind`` over every region: a :class:`ToolGroup` for quantize and
+        collect (per-layer entries of the config go to the region holding the layer), a
+        :class:`~mscgym.tools.pruner.PartitionPruner` for prune (channel groups followed
+        through the host calls)."""
         kind = MSC_TOOL(kind)
+        if kind is MSC_TOOL.PRUNE:
+            return self._create_pruner(config)
         if kind not in (MSC_TOOL.QUANTIZE, MSC_TOOL.COLLECT):
-            raise MSCError(f"a partitioned model takes quantize and collect tools; {kind.value} "
-                           "over several regions is not supported")
+            raise MSCError(f"a partitioned model takes prune, quantize and collect tools; "
+                           f"{kind.value} over several regions is not supported")
         config = dict(config or {})
         layers = dict(config.pop("layers", {}) or {})
         owners = layer_owners({name: m.graph for name, m in self.regions.items()}, layers,
@@ -369,7 +374,18 @@ class PartitionedRuntimeManager:
         self._tools[kind] = ToolGroup(kind, tools, self.model)
         return self._tools[kind]
 
-    def get_tool(self, kind: MSC_TOOL | str) -> ToolGroup:
+    def _create_pruner(self, config: Mapping[str, Any] | None) -> Any:
+        from mscgym.tools.pruner import PartitionPruner, RegionPrune
+
+        sources = {name: (m._source_graph, m._source_params) for name, m in self.regions.items()}
+        plan = PartitionPruner(stitch(self.host, sources, self.model), dict(config or {}))
+        for name, manager in self.regions.items():
+            graph, params = sources[name]
+            manager._tools[MSC_TOOL.PRUNE] = RegionPrune(plan, name, graph, params)
+        self._tools[MSC_TOOL.PRUNE] = plan
+        return plan
+
+    def get_tool(self, kind: MSC_TOOL | str) -> Any:
         kind = MSC_TOOL(kind)
         if kind not in self._tools:
             raise MSCError(f"no {kind.value} tool; call create_tool({kind.value!r}, config) first")
@@ -385,14 +401,21 @@ class PartitionedRuntimeManager:
     # -- building and running ---------------------------------------------------------
     def load_model(self, reuse_weights: bool = False) -> None:
         """Build every region on the target (with the tools' effect) and the host
-        segments on TVM (once: tools do not change them)."""
+        segments on TVM (again only when pruning changed the shapes they take)."""
         for manager in self.regions.values():
             manager.load_model(reuse_weights)
+        pruner = self._tools.get(MSC_TOOL.PRUNE)
+        self._host_funcs = {}
         for seg in self.segments:
-            if not seg.is_region and seg.name not in self._host_vms:
-                func = seg.func.with_attr("global_symbol", "main")
+            if seg.is_region:
+                continue
+            func = seg.func if pruner is None else retype(seg.func, pruner.host_shapes(seg.name))
+            func = func.with_attr("global_symbol", "main")
+            key = (seg.name, tuple(str(param.ty) for param in func.params))
+            if key not in self._host_vms:
                 executable = tvm.compile(tvm.IRModule({"main": func}), target="llvm")
-                self._host_vms[seg.name] = relax.VirtualMachine(executable, tvm.cpu())
+                self._host_vms[key] = relax.VirtualMachine(executable, tvm.cpu())
+            self._host_funcs[seg.name] = key
         logger.debug("built %d regions on %s and %d host segments on tvm", len(self.regions),
                      self.runner_name, len(self._host_vms))
 
@@ -416,7 +439,7 @@ class PartitionedRuntimeManager:
             if name in self.regions:
                 outputs = self.regions[name].run([np.asarray(a) for a in args])
                 return tuple(outputs) if returns_tuple else outputs[0]
-            out = self._host_vms[name]["main"](*[_to_tvm(a) for a in args])
+            out = self._host_vms[self._host_funcs[name]]["main"](*[_to_tvm(a) for a in args])
             return tuple(_from_tvm(o) for o in out) if returns_tuple else _from_tvm(out)
         return _lookup(value, env)
 

@@ -24,7 +24,7 @@ import numpy as np
 
 from mscgym.compiler.dims import Dim, eval_dim
 from mscgym.compiler.graph import MSCGraph, MSCNode
-from mscgym.compiler.ops import ELEMENTWISE_BINARY, ELEMENTWISE_UNARY
+from mscgym.compiler.ops import ELEMENTWISE_BINARY, ELEMENTWISE_UNARY, HOST_OP
 
 CONV_OPS = ("msc.conv2d_bias", "nn.conv2d")
 CONV_TRANSPOSE_OPS = ("msc.conv2d_transpose_bias", "nn.conv2d_transpose")
@@ -267,6 +267,8 @@ class _Tracer:
             return self.softmax(node, ins[0])
         if optype == "concat":
             return self.concat(node)
+        if optype == HOST_OP:
+            return self.host(node, ins)
         for info in ins:
             self.block(info, f"consumed by {optype} node {node.name!r}, which pruning "
                              "does not follow")
@@ -335,6 +337,18 @@ class _Tracer:
         out = _Info(1, (_Seg(self.new_space(node.name, out_ch), out_ch),))
         self.block(out, f"output channels of transposed conv {node.name!r}")
         return out
+
+    def host(self, node: MSCNode, ins: list[_Info | None]) -> _Info | None:
+        """A call TVM runs between two regions of a partitioned model: channels pass
+        when they lie on an axis it keeps apart and nothing else it reads is pruned."""
+        x = ins[0] if ins else None
+        if (x is not None and len(node.outputs) == 1 and x.axis in node.attrs["keeps"]
+                and all(info is None for info in ins[1:])):
+            return x
+        for info in ins:
+            self.block(info, f"host op {node.attrs['op']} {node.name!r} (run by TVM) "
+                             f"{node.attrs['why']}")
+        return None
 
     def pad(self, node: MSCNode, x: _Info | None) -> _Info | None:
         if x is None:

@@ -25,14 +25,16 @@ norm of their group, and the pruner keeps the best ones until the budget is met
 from __future__ import annotations
 
 import math
-from typing import Any
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from mscgym.compiler.analysis import graph_costs
+from mscgym.compiler.analysis import layer_cost, resolve_symbols
 from mscgym.compiler.dims import Dim
 from mscgym.compiler.errors import MSCError
 from mscgym.compiler.graph import MSCGraph
+from mscgym.compiler.ops import HOST_OP
 from mscgym.tools.base import MSC_TOOL, BaseTool, Params, ToolConfigError
 from mscgym.tools.prune_groups import (
     CONV_OPS,
@@ -41,6 +43,9 @@ from mscgym.tools.prune_groups import (
     analyze,
     describe,
 )
+
+if TYPE_CHECKING:
+    from mscgym.compiler.partition import Stitched
 
 _CONFIG_KEYS = {"density", "norm", "layers", "mode", "budget", "min_channels", "round_to"}
 _NORMS = ("l1", "l2")
@@ -68,8 +73,12 @@ def _choice(value: Any, choices: tuple[str, ...], where: str) -> str:
 
 
 def model_cost(graph: MSCGraph) -> dict[str, int]:
-    """Parameters (all weights), conv parameters and FLOPs of one sample."""
-    layers = graph_costs(graph)
+    """Parameters (all weights), conv parameters and FLOPs of one sample. The host calls
+    of a partitioned model's stitched graph are not counted: TVM runs them, and they
+    hold no weights."""
+    symbols = resolve_symbols(graph)
+    layers = [layer_cost(graph, n, symbols) for n in graph.nodes
+              if n.optype not in ("input", HOST_OP)]
     return {"params": sum(layer.params for layer in layers),
             "conv_params": sum(layer.params for layer in layers if layer.optype in CONV_OPS),
             "flops": sum(layer.flops for layer in layers)}
@@ -234,6 +243,10 @@ class Pruner(BaseTool):
         return counts_for(best)
 
     # -- effect -----------------------------------------------------------------------
+    def planned_graph(self) -> MSCGraph:
+        """The graph (shapes only) the current plan gives."""
+        return self.pruned_graph({name: len(kept) for name, kept in self._keep.items()})
+
     def pruned_graph(self, counts: dict[str, int]) -> MSCGraph:
         """The graph (shapes only, no weights) when each group keeps ``counts[group]``
         channels; what a plan costs is measured on it."""
@@ -332,6 +345,95 @@ class Pruner(BaseTool):
             "pruned": sum(counts[n] < g.channels for n, g in self._groups.items()),
             "blocked": {g.name: g.blocked for g in self.analysis.groups if g.blocked}}
         return report
+
+
+class PartitionPruner:
+    """One prune plan over every region of a partitioned model.
+
+    The channel groups come from the stitched graph (:func:`mscgym.compiler.partition.stitch`):
+    a group whose channels flow from a conv in one region through host calls into a conv
+    in another region is one group, pruned on both sides, when every host call on the
+    way keeps channels apart (elementwise, a cumsum along another axis); otherwise the
+    group is kept whole and :meth:`groups` says which host call stopped it. Layers are
+    named as in the regions (the user's names), the strategy is the single pruner's.
+    """
+
+    kind = MSC_TOOL.PRUNE
+    strategy_version = Pruner.strategy_version
+    calibrated = True  # nothing to calibrate: the plan comes from the weights
+
+    def __init__(self, stitched: Stitched, config: dict[str, Any] | None) -> None:
+        self.stitched = stitched
+        self.pruner = Pruner(stitched.graph, stitched.params, config)
+
+    def prunable_layers(self) -> list[str]:
+        return self.pruner.prunable_layers()
+
+    def groups(self) -> list[dict[str, Any]]:
+        return self.pruner.groups()
+
+    def summary(self) -> dict[str, Any]:
+        return self.pruner.summary()
+
+    def strategy(self) -> dict[str, Any]:
+        return self.pruner.strategy()
+
+    def set_strategy(self, strategy: dict[str, Any]) -> None:
+        self.pruner.set_strategy(strategy)
+
+    def save_strategy(self, path: Any) -> str:
+        return self.pruner.save_strategy(path)
+
+    def load_strategy(self, path: Any) -> None:
+        self.pruner.load_strategy(path)
+
+    def region_transform(self, region: str, graph: MSCGraph, params: Params
+                         ) -> tuple[MSCGraph, Params]:
+        """The pruned graph and weights of ``region`` (``graph``, with ``params`` dense or
+        already pruned) under the current plan."""
+        rename = self.stitched.renames[region]
+        weights = {**self.stitched.params,
+                   **{rename[k]: v for k, v in params.items() if k in rename}}
+        pruned, pruned_params = self.pruner.transform(self.stitched.graph, weights)
+        declared = {t.name: t.shape for n in pruned.nodes
+                    for t in (*n.outputs, *n.weights.values())}
+        shapes = {}
+        for node in graph.nodes:
+            for tensor in (*node.outputs, *node.weights.values()):
+                shape = declared[rename[tensor.name]]
+                if tuple(shape) != tuple(tensor.shape):
+                    shapes[tensor.name] = tuple(shape)
+        depthwise = [n.name for n in graph.nodes if rename.get(n.name) in
+                     self.pruner.analysis.depthwise]
+        region_graph = _resize(graph, ChannelAnalysis([], [], depthwise), shapes)
+        return region_graph, {**params, **{k: pruned_params[rename[k]] for k in params
+                                           if k in rename}}
+
+    def host_shapes(self, segment: str) -> list[tuple[Dim, ...]]:
+        """The shapes of a host segment's inputs under the current plan."""
+        planned = self.pruner.planned_graph()
+        return [planned.find_tensor(t).shape for t in self.stitched.host_inputs[segment]]
+
+
+class RegionPrune(BaseTool):
+    """The part of a :class:`PartitionPruner` plan one region's manager applies, as its
+    prune tool: tools after it (the quantizer) see the region pruned."""
+
+    kind = MSC_TOOL.PRUNE
+
+    def __init__(self, plan: PartitionPruner, region: str, graph: MSCGraph,
+                 params: Params) -> None:
+        super().__init__(graph, params, None)
+        self.plan, self.region = plan, region
+
+    def transform(self, graph: MSCGraph, params: Params) -> tuple[MSCGraph, Params]:
+        return self.plan.region_transform(self.region, graph, params)
+
+    def strategy(self) -> dict[str, Any]:
+        return self.plan.strategy()
+
+    def set_strategy(self, strategy: Mapping[str, Any]) -> None:
+        self.plan.set_strategy(dict(strategy))
 
 
 def _check_stated(entry: dict[str, Any], channels: int, kept: int, where: str) -> None:
