@@ -14,11 +14,16 @@ from __future__ import annotations
 import argparse
 import contextlib
 import fcntl
+import logging
 import os
+import socket
+import time
 from collections.abc import Callable, Iterator
 from typing import Literal
 
 from mscgym.errors import MSCError
+
+logger = logging.getLogger(__name__)
 
 
 class OutputPathError(MSCError):
@@ -123,23 +128,85 @@ def check_storage_url(url: str, what: str = "storage") -> str:
     return url
 
 
+LOCK_TIMEOUT_S = 2.0
+"""How long :func:`exclusive_output` waits for another holder by default: long enough for
+one that is just finishing its write, short enough that a second search is refused up
+front instead of waiting for the first one's minutes of work."""
+_LOCK_POLL_S = 0.05
+
+
+def _lock_owner(fd: int) -> tuple[int | None, str | None]:
+    """The (pid, host) a lock file records (``"<pid> <host>"``; None where not recorded)."""
+    words = os.pread(fd, 256, 0).decode(errors="replace").split()
+    pid = int(words[0]) if words and words[0].isdigit() else None
+    return pid, (words[1] if len(words) > 1 else None)
+
+
+def _holder_is_dead(pid: int | None, host: str | None) -> bool:
+    """Whether the recorded holder is a process of this host that no longer exists. The
+    OS lock outlives its taker when a child forked while holding it lives on, so the lock
+    of a dead pid is stale; a holder on another host cannot be checked from here."""
+    if pid is None or host != socket.gethostname():
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False  # alive, another user's
+    return False
+
+
+def _unlink_if_same(fd: int, lock_path: str) -> None:
+    """Remove ``lock_path`` only while it is still the file ``fd`` has open (not a lock
+    another process made since), under a lock on its directory so that no two processes
+    check and remove at once."""
+    directory = os.open(os.path.dirname(lock_path) or ".", os.O_RDONLY)
+    try:
+        fcntl.flock(directory, fcntl.LOCK_EX)
+        with contextlib.suppress(FileNotFoundError):
+            if os.path.samestat(os.fstat(fd), os.stat(lock_path)):
+                os.unlink(lock_path)
+    finally:
+        os.close(directory)  # closing releases the directory lock
+
+
 @contextlib.contextmanager
-def exclusive_output(path: str | os.PathLike[str], what: str) -> Iterator[str]:
+def exclusive_output(path: str | os.PathLike[str], what: str,
+                     timeout: float = LOCK_TIMEOUT_S) -> Iterator[str]:
     """Hold ``<path>.lock`` (an OS file lock, released even if the process dies) while
-    a long job produces ``path``: a second job writing the same output is refused at
-    once instead of running for minutes and silently overwriting the first's result."""
+    a long job produces ``path``: a second job writing the same output waits up to
+    ``timeout`` seconds, then is refused with an error naming the lock file and the pid
+    and host holding it, instead of running for minutes and silently overwriting the
+    first's result. The lock of a process of this host that no longer exists (its lock
+    lives on in a forked child) is taken over."""
     target = check_output_path(path, what)
     lock_path = f"{target}.lock"
     os.makedirs(os.path.dirname(lock_path), exist_ok=True)
+    deadline = time.monotonic() + max(timeout, 0.0)
     while True:
         fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o666)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            owner = os.pread(fd, 64, 0).decode(errors="replace").strip() or "?"
+            pid, host = _lock_owner(fd)
+            if _holder_is_dead(pid, host):
+                logger.warning("%s %s: taking over the stale lock %s of pid %s, which no "
+                               "longer runs", what, os.fspath(path), lock_path, pid)
+                _unlink_if_same(fd, lock_path)
+                os.close(fd)
+                continue
             os.close(fd)
-            raise OutputPathError(f"{what} {os.fspath(path)}: another process (pid {owner}) is "
-                                  "writing it now; wait for it or choose another path") from None
+            left = deadline - time.monotonic()
+            if left <= 0:
+                holder = f"pid {pid if pid is not None else '?'} on host {host or '?'}"
+                raise OutputPathError(
+                    f"{what} {os.fspath(path)}: another process (pid "
+                    f"{pid if pid is not None else '?'}) is writing it now: lock file "
+                    f"{lock_path} is held by {holder}, still after {timeout:g} s; wait for "
+                    "it or choose another path") from None
+            time.sleep(min(_LOCK_POLL_S, left))
+            continue
         try:
             same = os.path.samestat(os.fstat(fd), os.stat(lock_path))
         except FileNotFoundError:
@@ -149,9 +216,8 @@ def exclusive_output(path: str | os.PathLike[str], what: str) -> Iterator[str]:
         os.close(fd)  # the holder removed the lock file as we opened it: take a fresh one
     try:
         os.ftruncate(fd, 0)
-        os.pwrite(fd, str(os.getpid()).encode(), 0)
+        os.pwrite(fd, f"{os.getpid()} {socket.gethostname()}".encode(), 0)
         yield target
     finally:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(lock_path)
+        _unlink_if_same(fd, lock_path)
         os.close(fd)
