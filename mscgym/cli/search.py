@@ -27,6 +27,10 @@ from mscgym.utils.paths import exclusive_output, output_arg
 NAME = "search"
 
 _OPTUNA_ONLY = ("sampler", "storage", "study_name")
+SEARCH_TUNE_TRIALS = 4
+"""MetaSchedule trials per new workload in a search on the tvm runner: each distinct
+workload is tuned once (random design-space samples), kept in the tuning database and
+reused by every later evaluation, so latencies are of scheduled code at a bounded cost."""
 
 if TYPE_CHECKING:  # torch and TVM: imported when a search runs, not for --help
     from mscgym.agents.base import SearchResult
@@ -89,9 +93,16 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--storage-path", type=output_arg("dir"),
                         help="ray: where Tune keeps the sweep's experiment "
                              "(default ~/ray_results)")
+    parser.add_argument("--address", help="ray: the address of a running Ray cluster "
+                        "(e.g. 127.0.0.1:6379); with token auth, set RAY_AUTH_TOKEN, "
+                        "RAY_AUTH_TOKEN_PATH or ~/.ray/auth_token (default: a local Ray)")
     parser.add_argument("--logdir", type=output_arg("dir"),
                         help="write TensorBoard logs of the search here")
     parser.add_argument("--seed", type=int, default=0, help="seed of the task and the agent")
+    parser.add_argument("--tune-trials", type=int, default=SEARCH_TUNE_TRIALS, metavar="N",
+                        help="tvm runner: MetaSchedule trials per new workload, tuned once "
+                             f"and kept in the database (default {SEARCH_TUNE_TRIALS}; "
+                             "0: TVM's default schedules)")
     parser.add_argument("--profile-repeat", type=_positive_int, default=30,
                         help="timed runs per latency measurement (default 30)")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
@@ -112,6 +123,10 @@ def _agent_options(args: argparse.Namespace) -> dict[str, Any]:
         if args.agent not in ("ray", "ray_tune"):
             raise MSCError("--storage-path applies only to --agent ray")
         options["storage_path"] = args.storage_path
+    if args.address is not None:
+        if args.agent not in ("ray", "ray_tune"):
+            raise MSCError("--address applies only to --agent ray")
+        options["address"] = args.address
     return options
 
 
@@ -126,10 +141,16 @@ def build_task(args: argparse.Namespace) -> Task:
         if args.scorer != "latency_under_accuracy":
             raise MSCError("--max-drop applies only to --scorer latency_under_accuracy")
         scorer_options["max_drop"] = args.max_drop
+    runner_options: dict[str, Any] = {}
+    if args.tune_trials < 0:
+        raise MSCError(f"--tune-trials: expected an integer >= 0, got {args.tune_trials}")
+    if args.runner == "tvm" and args.device == "cpu" and args.tune_trials:
+        runner_options["tune"] = {"trials": args.tune_trials, "cost_model": "random"}
     try:
         return Task(source["model"], args.task, data=source["data"], scorer=args.scorer,
                     scorer_options=scorer_options, runner=args.runner, device=args.device,
-                    seed=args.seed, profile_repeat=args.profile_repeat)
+                    seed=args.seed, profile_repeat=args.profile_repeat,
+                    runner_options=runner_options)
     except (RunnerUnavailableError, zoo.ZooCacheError) as err:
         raise MSCError(str(err)) from None
 
@@ -169,9 +190,19 @@ def format_summary(task: Task, result: SearchResult, path: str) -> str:
         f"outcome:      {result.summary()}",
         f"evaluations:  {result.evaluations} measured for {len(result.history)} plans, "
         f"cache hit rate {cache['hit_rate']:.0%}, wall {result.wall_seconds:.1f} s",
+        *_tuning_line(result),
         f"record:       {path}",
     ]
     return "\n".join(lines)
+
+
+def _tuning_line(result: SearchResult) -> list[str]:
+    """What a search on the tvm runner paid for MetaSchedule tuning (none for others)."""
+    paid = result.extra.get("tvm_tuning")
+    if paid is None:
+        return []
+    return [f"tvm tuning:   {paid['workloads']} new workloads, {paid['trials']} trials, "
+            f"{paid['seconds']:.1f} s of the wall (once per workload, kept in the database)"]
 
 
 def run(args: argparse.Namespace) -> int:

@@ -24,6 +24,10 @@ stopped early (Ctrl-C: Tune saves its state and returns) raises an MSCError sayi
 to resume it rather than returning a partial result, and a resume cannot ask for more
 trials than the experiment was started with (``mscgym_sweep.json`` keeps the count).
 On a cluster, every node needs mscgym, the zoo cache and any model file at the same path.
+A cluster started with Ray's token authentication (``RAY_AUTH_MODE=token``) takes the
+token from where Ray reads it (``RAY_AUTH_TOKEN``, ``RAY_AUTH_TOKEN_PATH``,
+``~/.ray/auth_token``); with one of them set, the driver turns token mode on itself, and a
+missing or wrong token is an MSCError saying how to give it.
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ import numbers
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mscgym.compiler.errors import MSCError
@@ -117,11 +122,92 @@ def ensure_ray(settings: SweepSettings) -> None:
         return
     runtime_env = {"env_vars": {"OMP_NUM_THREADS": "1"}}
     if settings.address is not None:
-        ray.init(address=settings.address, runtime_env=runtime_env, log_to_driver=False,
-                 ignore_reinit_error=True)
+        _connect(settings.address, runtime_env)
     else:
         ray.init(num_cpus=settings.num_cpus or DEFAULT_NUM_CPUS, include_dashboard=False,
                  ignore_reinit_error=True, log_to_driver=False, runtime_env=runtime_env)
+
+
+AUTH_DOCS = "https://docs.ray.io/en/latest/ray-security/token-auth.html"
+TOKEN_HOW_TO = (
+    "give this process the cluster's token the way Ray reads it: the RAY_AUTH_TOKEN "
+    "environment variable, a file named by RAY_AUTH_TOKEN_PATH, or the default file "
+    "~/.ray/auth_token (`ray get-auth-token` on the head node prints the token)")
+
+
+def auth_token_source() -> str | None:
+    """Where Ray will read this process's auth token from, in Ray's order of precedence
+    (RAY_AUTH_TOKEN, RAY_AUTH_TOKEN_PATH, ~/.ray/auth_token), in words; None when no
+    source is set. Never the token itself.
+
+    A RAY_AUTH_TOKEN_PATH that names a missing or empty file is an MSCError here:
+    Ray treats it as a fatal misconfiguration and aborts the process.
+    """
+    if os.environ.get("RAY_AUTH_TOKEN"):
+        return "the RAY_AUTH_TOKEN environment variable"
+    path = os.environ.get("RAY_AUTH_TOKEN_PATH")
+    if path:
+        try:
+            empty = not Path(path).read_text(encoding="utf-8").strip()
+        except (OSError, UnicodeDecodeError) as err:
+            raise MSCError(f"RAY_AUTH_TOKEN_PATH names {path}, which cannot be read as a "
+                           f"Ray auth token ({err}); {TOKEN_HOW_TO}") from None
+        if empty:
+            raise MSCError(f"RAY_AUTH_TOKEN_PATH names {path}, which is empty; "
+                           f"{TOKEN_HOW_TO}")
+        return f"the file {path} (RAY_AUTH_TOKEN_PATH)"
+    default = Path.home() / ".ray" / "auth_token"
+    if default.is_file():
+        return f"the default token file {default}"
+    return None
+
+
+def _enable_token_auth() -> None:
+    """Turn on Ray's token mode for this driver when a token is at hand and the user has
+    not chosen a mode (RAY_AUTH_MODE unset).
+
+    Ray 2.60 does this itself only for a cluster it finds locally (``address="auto"``);
+    for an explicit address the driver stays in disabled mode, and a cluster started
+    with token auth answers every call with ``InvalidAuthToken``. This is Ray's own step
+    for the local case (it also refreshes Ray's cached config). A token sent to a cluster
+    without auth is ignored, so turning the mode on cannot break such a connection.
+    """
+    if "RAY_AUTH_MODE" in os.environ:
+        return
+    from ray._private.authentication.authentication_token_setup import (
+        maybe_enable_token_auth_if_token_available,
+    )
+
+    maybe_enable_token_auth_if_token_available(warn_if_disabled=False)
+
+
+def _connect(address: str, runtime_env: dict[str, Any]) -> None:
+    """Attach to the cluster at ``address``, authenticating with Ray's token where one is
+    set; a refused or unreachable cluster is an MSCError saying how to give the token."""
+    import ray
+    from ray.exceptions import AuthenticationError
+
+    source = auth_token_source()
+    if source is not None:
+        _enable_token_auth()
+    mode = os.environ.get("RAY_AUTH_MODE", "disabled")
+    used = (f"token mode is {mode!r} (RAY_AUTH_MODE) and the token comes from {source}"
+            if source is not None else "no token is set")
+    try:
+        ray.init(address=address, runtime_env=runtime_env, log_to_driver=False,
+                 ignore_reinit_error=True)
+    except AuthenticationError:
+        ray.shutdown()
+        raise MSCError(f"the Ray cluster at {address} cannot be reached with token "
+                       f"authentication: {used}; {TOKEN_HOW_TO}. See {AUTH_DOCS}") from None
+    except ConnectionError as err:
+        ray.shutdown()
+        raise MSCError(
+            f"could not connect to the Ray cluster at {address} ({err}). If the cluster runs "
+            f"with token authentication (RAY_AUTH_MODE=token on its nodes), the token was "
+            f"missing or wrong: here {used}; {TOKEN_HOW_TO}. Otherwise check the address "
+            f"and that the cluster is up (`ray status --address {address}`). "
+            f"See {AUTH_DOCS}") from None
 
 
 def _trial_dirname(trial: Any) -> str:
