@@ -14,6 +14,7 @@ import torch
 
 from mscgym.compiler.frontend import from_torch
 from mscgym.compiler.quant_spec import QuantPlan
+from mscgym.runtime import tuning_ledger
 from mscgym.runtime.runners.tvm_runner import TVMRunner
 
 BUILD_SCRIPT = textwrap.dedent("""
@@ -77,3 +78,68 @@ def test_build_says_when_database_is_absent(tmp_path, monkeypatch, caplog):
 def test_tune_option_is_checked():
     with pytest.raises(Exception, match="unknown keys"):
         TVMRunner("cpu", {"tune": {"trails": 4}})
+
+
+@pytest.mark.parametrize("fallback", ["default", "dlight"])
+def test_untuned_workloads_take_the_fallback_and_build_info_says_so(tmp_path, monkeypatch,
+                                                                     fallback):
+    monkeypatch.setenv("MSCGYM_CACHE_DIR", str(tmp_path / "cache"))
+    model, (graph, params) = _tiny()
+    runner = TVMRunner("cpu", {"db": str(tmp_path / "empty"), "fallback": fallback})
+    runner.build(graph, params, QuantPlan())
+    info = runner.build_info
+    assert info["fallback"] == fallback and info["tuned_workloads"] == 0
+    assert info["tuned_kernels"] == 0 and info["kernels"] > 0
+    assert info["fallback_kernels"] + info["default_kernels"] == info["kernels"]
+    if fallback == "dlight":
+        assert info["fallback_kernels"] > 0  # dlight's GEMV/Reduction rule takes the matmul
+    else:
+        assert info["fallback_kernels"] == 0
+    x = torch.randn(1, 8)
+    assert torch.allclose(torch.from_numpy(runner.run([x.numpy()])[0]), model(x), atol=1e-5)
+
+
+def test_fallback_option_is_checked():
+    with pytest.raises(Exception, match="fallback"):
+        TVMRunner("cpu", {"fallback": "naive"})
+
+
+@pytest.mark.slow  # MetaSchedule tuning (2 trials per workload) on 2 busy cores
+def test_dynamic_batch_graph_is_tuned_and_timed_as_its_static_batch1_build(tmp_path,
+                                                                           monkeypatch):
+    monkeypatch.setenv("MSCGYM_CACHE_DIR", str(tmp_path / "cache"))
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(8, 4), torch.nn.ReLU()).eval()
+    graph, params = from_torch(model, (torch.randn(1, 8),), dynamic_batch=True)
+    before = tuning_ledger.snapshot()
+    runner = TVMRunner("cpu", {"db": str(tmp_path / "db"),
+                               "tune": {"trials": 2, "cost_model": "random"}})
+    runner.build(graph, params, QuantPlan())
+    report = runner.tuning_report
+    assert report.workloads > 0 and report.tuned == report.workloads
+    # The tuned records are the static batch-1 workloads, and the batch-1 build uses them.
+    assert runner.build_info["batch1"]["tuned_workloads"] == report.workloads
+    paid = tuning_ledger.snapshot().since(before)
+    assert paid.trials == report.trials > 0 and paid.workloads == report.tuned
+    for batch in (1, 3):
+        x = torch.randn(batch, 8)
+        out = runner.run([x.numpy()])[0]
+        assert torch.allclose(torch.from_numpy(out), model(x), atol=1e-5)
+
+
+@pytest.mark.slow  # a two-plan search on the tvm runner with tuning
+def test_search_on_tvm_reports_the_tuning_it_paid(tmp_path):
+    from mscgym.agents.registry import create_agent
+    from mscgym.cli.search import format_summary
+    from mscgym.tasks.task import Task
+
+    task = Task("digits-mlp", "quantize", runner="tvm", profile_repeat=2, profile_warmup=1,
+                runner_options={"db": str(tmp_path / "db"),
+                                "tune": {"trials": 2, "cost_model": "random"}})
+    result = create_agent("random", seed=0, progress=False).search(task, 2)
+    paid = result.extra["tvm_tuning"]
+    assert paid["workloads"] > 0 and paid["trials"] > 0 and paid["seconds"] > 0
+    again = create_agent("random", seed=0, progress=False).search(task, 2)
+    assert again.extra["tvm_tuning"]["trials"] == 0  # every workload is in the database
+    summary = format_summary(task, result, str(tmp_path / "best.json"))
+    assert f"{paid['trials']} trials" in summary and "tvm tuning:" in summary

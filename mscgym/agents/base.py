@@ -16,6 +16,7 @@ from typing import Any, ClassVar
 from mscgym.agents.evaluator import Evaluator, pareto_front
 from mscgym.compiler.errors import MSCError
 from mscgym.records.record import Record, make_record
+from mscgym.runtime import tuning_ledger
 from mscgym.tasks.metrics import Metrics
 from mscgym.tasks.task import Task
 
@@ -118,12 +119,16 @@ class Agent(abc.ABC):
         self._prepare(task)
         evaluator = Evaluator(task, budget, agent=self.name, progress=self.progress,
                               logdir=self.logdir)
+        tuned_before = tuning_ledger.snapshot()
         try:
             self._start(task, evaluator)
-            extra = self._run(task, evaluator)
+            extra = dict(self._run(task, evaluator) or {})
         finally:
             evaluator.close()
-        return self._result(task, evaluator, extra or {})
+        if task.runner == "tvm":
+            # What the search paid for MetaSchedule tuning of new workloads (this process).
+            extra["tvm_tuning"] = tuning_ledger.snapshot().since(tuned_before).as_dict()
+        return self._result(task, evaluator, extra)
 
     def _prepare(self, task: Task) -> None:  # noqa: B027 - a hook, empty by default
         """Before the search: adopt a baseline stored by an earlier run (resumed studies

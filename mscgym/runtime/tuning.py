@@ -50,11 +50,15 @@ from tvm.s_tir.meta_schedule.runner.local_runner import (
 from tvm.s_tir.meta_schedule.runner.utils import run_evaluator_common
 
 from mscgym.compiler.errors import MSCError
+from mscgym.runtime import tuning_ledger
 from mscgym.runtime.cache import runtime_cache_dir
 
 DEFAULT_TRIALS = 32
 """Trials per new workload when a build asks for tuning without a budget."""
 TRIALS_PER_ITER = 16
+FALLBACKS = ("default", "dlight")
+"""Schedules for workloads without a tuning record: TVM's default lowering (one thread,
+naive loop nests) or dlight's CPU rules (GEMV, Reduction) where they match."""
 
 
 def host_target(num_cores: int | None = None) -> tvm.target.Target:
@@ -199,11 +203,16 @@ def tune(fused: tvm.IRModule, target: tvm.target.Target, db_path: Path,
     database = open_database(db_path)
     tasks = extract_tasks(fused, target)
     report = TuningReport(str(target), str(db_path), workloads=len(tasks))
-    new = [t for t in tasks if not _has_record(database, t, target)]
+    # A workload measured with fewer trials than asked (a search's small budget) is
+    # tuned again with the full budget; the search reuses its earlier measurements.
+    new = [t for t in tasks if _measured(database, t, trials) < trials]
     report.already_tuned = len(tasks) - len(new)
     report.names = [t.task_name for t in new]
     if not new:
         return report
+    # Timed from here: the first TuneContext in a process imports tvm.s_tir.tensor_intrin
+    # (minutes on loaded cores), which a search pays like the trials themselves.
+    start = time.perf_counter()
     work_dir = tempfile.mkdtemp(prefix="mscgym-tune-")
     # Without a cost model an evolutionary search only ranks at random: sample traces.
     strategy = "replay-trace" if cost_model == "random" else "evolutionary"
@@ -218,7 +227,6 @@ def tune(fused: tvm.IRModule, target: tvm.target.Target, db_path: Path,
         measured[0] += n
         bar.update(n)
 
-    start = time.perf_counter()
     try:
         ms.tune_tasks(
             tasks=contexts, task_weights=weights, work_dir=work_dir,
@@ -235,7 +243,16 @@ def tune(fused: tvm.IRModule, target: tvm.target.Target, db_path: Path,
     report.seconds = time.perf_counter() - start
     report.trials = measured[0]
     report.tuned = sum(_has_record(database, t, target) for t in new)
+    tuning_ledger.add(report.tuned, report.trials, report.seconds)
     return report
+
+
+def _measured(database: Any, task: Any, cap: int) -> int:
+    """Valid measured records of the task's workload in the database, counted up to ``cap``."""
+    mod = task.dispatched[0]
+    if not database.has_workload(mod):
+        return 0
+    return len(database.get_top_k(database.commit_workload(mod), cap))
 
 
 def _has_record(database: Any, task: Any, target: tvm.target.Target) -> bool:
@@ -257,6 +274,40 @@ def count_tuned(fused: tvm.IRModule, target: tvm.target.Target,
         return 0, len(tasks)
     database = open_database(db_path)
     return sum(_has_record(database, t, target) for t in tasks), len(tasks)
+
+
+def _scheduled(mod: tvm.IRModule) -> set[str]:
+    """Names of the PrimFuncs that carry a schedule (a database record or a dlight rule)."""
+    return {gv.name_hint for gv, func in mod.functions.items()
+            if isinstance(func, tvm.tirx.PrimFunc) and func.attrs is not None
+            and bool(func.attrs.get("tirx.is_scheduled", False))}
+
+
+def schedule(fused: tvm.IRModule, target: tvm.target.Target, db_path: Path,
+             fallback: str = "default") -> tuple[tvm.IRModule, dict[str, Any]]:
+    """Tuned schedules from the database, then ``fallback`` for the kernels left over.
+
+    Returns the scheduled module and what a profile reports: distinct workloads and how
+    many had a record, and per kernel (PrimFunc) how many run tuned, ``fallback``
+    (dlight) or TVM's default schedule.
+    """
+    if fallback not in FALLBACKS:
+        raise MSCError(f"TVM runner option 'fallback': expected one of {list(FALLBACKS)}, "
+                       f"got {fallback!r}")
+    tuned, workloads = count_tuned(fused, target, db_path)
+    mod = apply_database(fused, target, db_path)
+    from_db = _scheduled(mod)
+    if fallback == "dlight":
+        from tvm.s_tir import dlight
+
+        with target:
+            mod = dlight.ApplyDefaultSchedule(dlight.cpu.GEMV(), dlight.cpu.Reduction())(mod)
+    scheduled = _scheduled(mod)
+    kernels = sum(isinstance(f, tvm.tirx.PrimFunc) for f in mod.functions.values())
+    return mod, {"workloads": workloads, "tuned_workloads": tuned, "fallback": fallback,
+                 "kernels": kernels, "tuned_kernels": len(from_db),
+                 "fallback_kernels": len(scheduled - from_db),
+                 "default_kernels": kernels - len(scheduled)}
 
 
 def apply_database(fused: tvm.IRModule, target: tvm.target.Target,

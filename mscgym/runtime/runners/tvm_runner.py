@@ -26,6 +26,7 @@ import numpy as np
 import tvm
 from tvm import relax
 
+from mscgym.compiler.analysis import resolve_symbols
 from mscgym.compiler.codegen.relax_codegen import to_relax
 from mscgym.compiler.errors import MSCError
 from mscgym.compiler.graph import MSCGraph
@@ -61,6 +62,9 @@ class TVMRunner(BaseRunner):
         "tune": "MetaSchedule-tune workloads missing from the database: true or "
                 "{'trials': N, 'cost_model': 'xgb'|'random'} (CPU only; default: no tuning)",
         "db": "tuning database root (default <cache dir>/runtime/tvm_tuning)",
+        "fallback": "schedule of workloads without a tuning record (CPU): 'default' (TVM's "
+                    "default lowering) or 'dlight' (dlight's CPU rules where they match); "
+                    "default 'default'",
     }
 
     @classmethod
@@ -83,72 +87,101 @@ class TVMRunner(BaseRunner):
         self._tuning = self._target.kind.name == "llvm"
         self._tune = _tune_option(self.options.get("tune"))
         self._db_path = tuning.database_dir(self._target, self.options.get("db"))
+        self._fallback = str(self.options.get("fallback", "default"))
+        if self._fallback not in tuning.FALLBACKS:
+            raise MSCError(f"TVM runner option 'fallback': expected one of "
+                           f"{list(tuning.FALLBACKS)}, got {self._fallback!r}")
         self.build_info: dict[str, Any] = {}
         self.tuning_report: tuning.TuningReport | None = None
         self._use_cache = bool(self.options.get("cache", True))
         self._main: Any = None
         self._library_path: str | None = None
         self._executable: Any = None
+        self._batch1: Any = None
 
     @property
     def target(self) -> str:
         return str(self._target)
 
     def build(self, graph: MSCGraph, params: Mapping[str, np.ndarray], quant: QuantPlan) -> None:
-        self._library_path, self._executable = None, None
+        """Build the graph; on the CPU a graph with a symbolic batch also gets a static
+        batch-1 build, which runs batch-1 inputs (latency) with the batch-1 records
+        ``mscgym tune`` and the ``tune`` option write (MetaSchedule tunes static shapes)."""
+        self._library_path, self._executable, self._batch1 = None, None, None
+        symbols = resolve_symbols(graph, 1) if self._tuning else {}
         if self._tune is not None:
-            self._tune_graph(graph, params, quant)
-        if not self._use_cache:
-            self._executable = self._compile(graph, params, quant)
-            module = self._executable
-        else:
-            key = self.cache_key(graph, params, quant)
-            path = str(artifact_path("tvm", key, ".so"))
-            module = _load_library(path, key)
-            record("tvm", module is not None)
-            if module is not None:
-                self.build_info = {"target": self.target, "cached": True}
-            if module is None:
-                executable = self._compile(graph, params, quant)
-                store_artifact(path, key, executable.export_library)
-                module = executable
-            self._library_path = path
+            self._tune_graph(graph, params, quant, symbols)
+        module, info = self._build_module(graph, params, quant, {}, keep=True)
+        self.build_info = info
         self._main = relax.VirtualMachine(module, self._dev)[ENTRY]
+        if symbols:
+            batch1, info1 = self._build_module(graph, params, quant, symbols, keep=False)
+            self._batch1 = relax.VirtualMachine(batch1, self._dev)[ENTRY]
+            self.build_info = {**info, "batch1": info1}
+
+    def _build_module(self, graph: MSCGraph, params: Mapping[str, np.ndarray],
+                      quant: QuantPlan, symbols: Mapping[str, int], keep: bool
+                      ) -> tuple[Any, dict[str, Any]]:
+        """The compiled module (from the disk cache when allowed) and its build info."""
+        if not self._use_cache:
+            executable, info = self._compile(graph, params, quant, symbols)
+            if keep:
+                self._executable = executable
+            return executable, info
+        key = self.cache_key(graph, params, quant, symbols)
+        path = str(artifact_path("tvm", key, ".so"))
+        module = _load_library(path, key)
+        record("tvm", module is not None)
+        if keep:
+            self._library_path = path
+        if module is not None:
+            return module, {"target": self.target, "cached": True}
+        executable, info = self._compile(graph, params, quant, symbols)
+        store_artifact(path, key, executable.export_library)
+        return executable, info
 
     def cache_key(self, graph: MSCGraph, params: Mapping[str, np.ndarray],
-                  quant: QuantPlan) -> str:
-        """The disk-cache key of the library ``build`` makes: what is compiled, for which
-        target, with which tuning records, by which TVM and codegen sources."""
+                  quant: QuantPlan, symbols: Mapping[str, int] | None = None) -> str:
+        """The disk-cache key of the library ``build`` makes: what is compiled (with
+        ``symbols`` bound for the static batch-1 build), for which target, with which
+        tuning records and fallback schedule, by which TVM and codegen sources."""
+        bound = f"|bound={sorted(symbols.items())}" if symbols else ""
         return fingerprint(graph, params, quant, self.name,
-                           f"{self.target}|{self._database_state()}", tvm.__version__,
-                           CODEGEN_MODULES)
+                           f"{self.target}|{self._database_state()}|{self._fallback}{bound}",
+                           tvm.__version__, CODEGEN_MODULES)
+
+    def _relax(self, graph: MSCGraph, params: Mapping[str, np.ndarray], quant: QuantPlan,
+               symbols: Mapping[str, int]) -> tvm.IRModule:
+        mod = to_relax(graph, params, ENTRY, quant=quant)
+        return relax.transform.BindSymbolicVars(dict(symbols))(mod) if symbols else mod
 
     def _compile(self, graph: MSCGraph, params: Mapping[str, np.ndarray],
-                 quant: QuantPlan) -> Any:
-        mod = to_relax(graph, params, ENTRY, quant=quant)
-        self.build_info = {"target": self.target, "cached": False}
+                 quant: QuantPlan, symbols: Mapping[str, int]) -> tuple[Any, dict[str, Any]]:
+        mod = self._relax(graph, params, quant, symbols)
+        info: dict[str, Any] = {"target": self.target, "cached": False}
         if not self._tuning:
-            return tvm.compile(mod, target=self._target)
+            return tvm.compile(mod, target=self._target), info
         fused = tuning.fuse(mod, self._target)
-        tuned, workloads = tuning.count_tuned(fused, self._target, self._db_path)
-        self.build_info.update(tuned_workloads=tuned, workloads=workloads,
-                               database=str(self._db_path))
+        scheduled, counts = tuning.schedule(fused, self._target, self._db_path,
+                                            self._fallback)
+        info.update(counts, database=str(self._db_path))
+        tuned, workloads = counts["tuned_workloads"], counts["workloads"]
         if not tuning.database_exists(self._db_path):
             logger.info("TVM runner: no tuning database at %s; building %d workloads "
-                        "with TVM's default schedules", self._db_path, workloads)
+                        "with the %s schedules", self._db_path, workloads, self._fallback)
         elif tuned < workloads:
-            logger.info("TVM runner: %d of %d workloads tuned in %s; the rest use TVM's "
-                        "default schedules", tuned, workloads, self._db_path)
+            logger.info("TVM runner: %d of %d workloads tuned in %s; the rest use the %s "
+                        "schedules", tuned, workloads, self._db_path, self._fallback)
         with self._target:
-            return tvm.compile(tuning.apply_database(fused, self._target, self._db_path),
-                               target=self._target)
+            return tvm.compile(scheduled, target=self._target), info
 
     def _tune_graph(self, graph: MSCGraph, params: Mapping[str, np.ndarray],
-                    quant: QuantPlan) -> None:
-        """Tune the graph's workloads the database lacks (the report goes to build_info)."""
+                    quant: QuantPlan, symbols: Mapping[str, int]) -> None:
+        """Tune the graph's static workloads the database lacks (batch 1 when the graph
+        has a symbolic batch); the report is ``tuning_report``."""
         if not self._tuning:
             raise MSCError(f"TVM runner: tuning needs an llvm (CPU) target, got {self.target}")
-        fused = tuning.fuse(to_relax(graph, params, ENTRY, quant=quant), self._target)
+        fused = tuning.fuse(self._relax(graph, params, quant, symbols), self._target)
         trials, cost_model = self._tune
         report = tuning.tune(fused, self._target, self._db_path, trials=trials,
                              cost_model=cost_model, progress=False)
@@ -165,7 +198,8 @@ class TVMRunner(BaseRunner):
         if self._main is None:
             raise MSCError("TVM runner: call build() before run()")
         args = [tvm.runtime.tensor(np.ascontiguousarray(x), device=self._dev) for x in inputs]
-        result = self._main(*args)
+        batch1 = self._batch1 is not None and all(x.ndim and x.shape[0] == 1 for x in inputs)
+        result = (self._batch1 if batch1 else self._main)(*args)
         if isinstance(result, tvm.runtime.Tensor):
             return [result.numpy()]
         return [item.numpy() for item in result]
