@@ -54,7 +54,12 @@ def _tolerance(row: ValidationRow) -> str:
     terms = ", ".join(f"{k} {v:g}" for k, v in row.tolerance.items())
     if row.allowed is None:
         return f"both missing ({terms})"
-    return f"±{row.allowed:.3g} ({terms})" if row.allowed else f"exact ({terms})"
+    text = f"±{row.allowed:.3g} ({terms})" if row.allowed else f"exact ({terms})"
+    if row.paired is not None:
+        paired = row.paired
+        text += (f"; paired speed-up {_value(paired.recorded)} -> {_value(paired.measured)} "
+                 f"{_tolerance(paired)}" + ("" if paired.holds else " NOT HELD"))
+    return text
 
 
 def format_report(report: ValidationReport) -> str:

@@ -19,12 +19,24 @@ from mscgym.leaderboard.tasks import SEED
 from mscgym.tasks.task import Task
 
 UNIFORM_QUANT = "int8_channel_minmax"
+UNIFORM_QUANT_BY_RUNNER = {"onnxruntime": "uint8a_channel_minmax"}
+"""The uniform int8 form a runner's int8 kernels fuse: ONNX Runtime's x86 kernels take
+uint8 activations (int8 per-channel weights); elsewhere symmetric int8 (UNIFORM_QUANT)."""
 UNIFORM_DENSITY = 0.5
 
 
+def uniform_quant(task: Task, choices: tuple[Any, ...]) -> Any:
+    """The uniform quantization choice for ``task``'s runner among a dimension's
+    ``choices``: the runner's own form where the space offers it, else UNIFORM_QUANT."""
+    preferred = UNIFORM_QUANT_BY_RUNNER.get(task.runner, UNIFORM_QUANT)
+    return preferred if preferred in choices else UNIFORM_QUANT
+
+
 class UniformAgent(Agent):
-    """The one-plan baseline: every quantizable layer int8 (per-channel weights, min-max
-    activations) and every prune group at half density, whichever the task searches.
+    """The one-plan baseline: every quantizable layer int8 in the form the task's runner
+    runs fastest (:func:`uniform_quant`: per-channel int8 weights, min-max activations,
+    uint8 on ONNX Runtime) and every prune group at half density, whichever the task
+    searches.
 
     It is what a user gets without any search, so an agent that cannot beat it has not
     earned its budget.
@@ -35,15 +47,16 @@ class UniformAgent(Agent):
     def __init__(self, *, seed: int = 0, progress: bool = True,
                  logdir: str | os.PathLike[str] | None = None) -> None:
         super().__init__(seed=seed, progress=progress, logdir=logdir,
-                         options={"quantize": UNIFORM_QUANT, "prune": UNIFORM_DENSITY})
+                         options={"quantize": {**UNIFORM_QUANT_BY_RUNNER, "other": UNIFORM_QUANT},
+                                  "prune": UNIFORM_DENSITY})
 
     def _run(self, task: Task, evaluator: Evaluator) -> dict[str, Any]:
-        uniform = {"quantize": UNIFORM_QUANT, "prune": UNIFORM_DENSITY}
         plan = task.space.baseline_plan()
         for dim in task.space:
-            tool = dim.name.split(":", 1)[0]
-            if tool in uniform:
-                plan[dim.name] = uniform[tool]
+            if dim.tool == "quantize":
+                plan[dim.name] = uniform_quant(task, dim.choices)
+            elif dim.tool == "prune":
+                plan[dim.name] = UNIFORM_DENSITY
         evaluator.evaluate(plan, phase="uniform")
         return {}
 

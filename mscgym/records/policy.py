@@ -36,6 +36,12 @@ RUNNER_TOLERANCES: dict[str, dict[str, Tolerance]] = {
 """Per-runner changes to the policy: TensorRT picks its int8 kernels (and so their
 rounding) per build, so its outputs agree only to a tolerance between builds."""
 
+PAIRED_SPEEDUP_TOLERANCE: Tolerance = {"rel": 0.5}
+"""How close a re-measured paired speed-up must come to a recorded one; part of the
+``latency_ms`` check (skipping latency skips it too, as it is the same timing). 50% of
+a speed-up lets a record overstate it at most 2x, as the latency tolerance does. A
+record without a paired speed-up (made before pairing) has nothing to check here."""
+
 MIN_LATENCY_REPEAT = 20
 """The fewest timed runs a validation re-measures latency with."""
 

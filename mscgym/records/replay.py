@@ -23,7 +23,12 @@ import numpy as np
 
 from mscgym import zoo
 from mscgym.compiler.errors import MSCError
-from mscgym.records.policy import SCORE_REL_TOL, effective_tolerances, latency_repeat
+from mscgym.records.policy import (
+    PAIRED_SPEEDUP_TOLERANCE,
+    SCORE_REL_TOL,
+    effective_tolerances,
+    latency_repeat,
+)
 from mscgym.records.record import Record, RecordError, load_record
 from mscgym.runtime.runner import RunnerUnavailableError
 from mscgym.tasks.measure import run_outputs
@@ -279,10 +284,15 @@ class ValidationRow:
     tolerance: dict[str, float]
     allowed: float | None
     holds: bool
+    paired: ValidationRow | None = None
+    """On the ``latency_ms`` row: the paired speed-up's own check, which ``holds`` includes."""
 
     def to_json(self) -> dict[str, Any]:
-        return {"metric": self.metric, "recorded": self.recorded, "measured": self.measured,
-                "tolerance": dict(self.tolerance), "allowed": self.allowed, "holds": self.holds}
+        out = {"metric": self.metric, "recorded": self.recorded, "measured": self.measured,
+               "tolerance": dict(self.tolerance), "allowed": self.allowed, "holds": self.holds}
+        if self.paired is not None:
+            out["paired"] = self.paired.to_json()
+        return out
 
 
 @dataclass
@@ -396,7 +406,11 @@ def validation_tolerances(record: Record, where: str = "record"
 def check_metric(metric: str, recorded: Metrics, measured: Metrics,
                  tolerance: Mapping[str, float]) -> ValidationRow:
     """Compare one metric: it holds when ``|measured - recorded| <= max(abs, rel*|recorded|,
-    iqr*recorded_iqr)`` (``iqr`` for latency only), or when both are missing."""
+    iqr*recorded_iqr)`` (``iqr`` for latency only), or when both are missing.
+
+    ``latency_ms`` also checks the recorded paired speed-up, the timing the score rests
+    on, with :data:`~mscgym.records.policy.PAIRED_SPEEDUP_TOLERANCE` (a record made before
+    pairing has none, and there is nothing more to check)."""
     tol = dict(tolerance)
     old, new = getattr(recorded, metric), getattr(measured, metric)
     if old is None or new is None:
@@ -404,7 +418,12 @@ def check_metric(metric: str, recorded: Metrics, measured: Metrics,
     allowed = max(tol.get("abs", 0.0), tol.get("rel", 0.0) * abs(float(old)))
     if "iqr" in tol:
         allowed = max(allowed, tol["iqr"] * float(recorded.latency_iqr_ms))
-    return ValidationRow(metric, old, new, tol, allowed, abs(float(new) - float(old)) <= allowed)
+    holds = abs(float(new) - float(old)) <= allowed
+    paired = None
+    if metric == "latency_ms" and recorded.paired_speedup is not None:
+        paired = check_metric("paired_speedup", recorded, measured, PAIRED_SPEEDUP_TOLERANCE)
+        holds = holds and paired.holds
+    return ValidationRow(metric, old, new, tol, allowed, holds, paired)
 
 
 def _check_score(record: Record, task: Task, tolerances: Mapping[str, Mapping[str, float]],

@@ -20,6 +20,8 @@ METRICS_SCHEMA: dict[str, Any] = {
         "size_bytes": _COUNT, "params": _COUNT, "flops": _COUNT,
         "runner": {"type": "string"}, "device": {"type": "string"},
         "target": {"type": "string"}, "extra": {"type": "object"},
+        # optional: records made before paired timing have none
+        "paired_speedup": {"type": ["number", "null"], "exclusiveMinimum": 0},
     },
 }
 

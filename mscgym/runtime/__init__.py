@@ -7,7 +7,8 @@ __all__ = lazy_exports(__name__, {
     "mscgym.runtime.cache": ("cache_stats", "fingerprint"),
     "mscgym.runtime.factory": ("CONFIG_KEYS", "create_runtime_manager"),
     "mscgym.runtime.manager": ("PartitionedRuntimeManager", "RuntimeManager"),
-    "mscgym.runtime.profiling": ("LatencyStats", "profile_runner"),
+    "mscgym.runtime.profiling": ("LatencyStats", "PairedStats", "profile_paired",
+                                 "profile_runner"),
     "mscgym.runtime.registry": ("DEVICES", "create_runner", "runner_class"),
     "mscgym.runtime.runner": ("BaseRunner", "RunnerUnavailableError"),
 })

@@ -12,10 +12,11 @@ import torch
 
 from mscgym.compiler.analysis import graph_summary
 from mscgym.compiler.codegen.torch_codegen import to_torch
+from mscgym.compiler.errors import MSCError
 from mscgym.compiler.graph import MSCGraph
 from mscgym.compiler.quant_spec import LayerQuant, QuantPlan
 from mscgym.runtime.manager import example_inputs
-from mscgym.runtime.profiling import profile_runner
+from mscgym.runtime.profiling import LatencyStats, profile_paired, profile_runner
 from mscgym.runtime.registry import create_runner
 from mscgym.runtime.runner import BaseRunner
 from mscgym.tasks.metrics import Metrics
@@ -132,10 +133,52 @@ def run_outputs(model: Compressed, data: TaskData, how: Measurement) -> np.ndarr
     return graph_batched(model.graph, lambda x: runner.run([x])[0], data.eval_inputs)
 
 
+class Reference:
+    """The uncompressed model, built once on the measurement's runner, that every
+    evaluation of a task is timed against (:func:`measure`).
+
+    Building it once keeps one session loaded for the whole search, so pairing costs
+    its timed runs and nothing else.
+    """
+
+    def __init__(self, model: Compressed, how: Measurement) -> None:
+        self.model = model
+        self.how = how
+        self.runner = build_runner(model, how)
+        self.inputs = example_inputs(model.graph, 1, how.seed)
+
+    def is_model(self, model: Compressed) -> bool:
+        """Whether ``model`` is the reference itself (the same graph and weights, no
+        quantization): then it is timed alone and its paired speed-up is exactly 1."""
+        return (model.graph is self.model.graph and model.params is self.model.params
+                and not model.quant)
+
+
+def _latency(runner: BaseRunner, model: Compressed, how: Measurement,
+             reference: Reference | None) -> tuple[LatencyStats, float | None]:
+    """The model's latency stats and its paired speed-up over ``reference`` (None when
+    there is no reference; 1 when the model is the reference)."""
+    inputs = example_inputs(model.graph, 1, how.seed)
+    if reference is None or reference.is_model(model):
+        stats = profile_runner(runner, inputs, repeat=how.repeat, warmup=how.warmup)
+        return stats, None if reference is None else 1.0
+    paired = profile_paired(reference.runner, reference.inputs, runner, inputs,
+                            repeat=how.repeat, warmup=how.warmup)
+    return paired.candidate, paired.speedup
+
+
 def measure(model: Compressed, data: TaskData, teacher: np.ndarray,
-            how: Measurement) -> Metrics:
-    """Accuracy, distillation loss against ``teacher`` outputs, latency and size."""
-    runner = build_runner(model, how)
+            how: Measurement, reference: Reference | None = None) -> Metrics:
+    """Accuracy, distillation loss against ``teacher`` outputs, latency and size.
+
+    With a ``reference`` (the uncompressed model) the latency is timed paired with it and
+    the metrics carry ``paired_speedup``; ``latency_ms`` stays the model's own median.
+    """
+    if reference is not None and reference.how != how:
+        raise MSCError("measure: the reference was built for another measurement "
+                       f"({reference.how}) than this one ({how})")
+    runner = (reference.runner if reference is not None and reference.is_model(model)
+              else build_runner(model, how))
     outputs = graph_batched(model.graph, lambda x: runner.run([x])[0], data.eval_inputs)
     accuracy = None
     if data.eval_labels is not None:
@@ -143,8 +186,7 @@ def measure(model: Compressed, data: TaskData, teacher: np.ndarray,
     # Without labels, the share of held-out inputs whose top-1 class is the teacher's is
     # the quality a user sees; with labels it is reported alongside accuracy.
     agreement = top1_agreement(teacher, outputs)
-    stats = profile_runner(runner, example_inputs(model.graph, 1, how.seed), repeat=how.repeat,
-                           warmup=how.warmup)
+    stats, paired_speedup = _latency(runner, model, how, reference)
     totals = graph_summary(model.graph)["totals"]
     return Metrics(
         distill_loss=distill_loss(teacher, outputs),
@@ -158,5 +200,6 @@ def measure(model: Compressed, data: TaskData, teacher: np.ndarray,
         runner=how.runner,
         device=how.device,
         target=stats.target,
+        paired_speedup=paired_speedup,
         extra={"top1_agreement": agreement},
     )

@@ -16,6 +16,13 @@ class Metrics:
     ``distill_loss`` is KL(teacher || student) of the output distributions on held-out
     inputs (0 for the float model); ``accuracy`` is None where the data has no labels;
     latency is the median (with p90 and inter-quartile spread) at batch 1 on ``runner``.
+
+    ``paired_speedup`` is the float model's latency over this model's, both timed in
+    alternating rounds of the same window (:func:`mscgym.runtime.profiling.profile_paired`):
+    a noisy host slows both sides of a round alike, so the ratio holds where two medians
+    taken minutes apart do not. It is exactly 1 for the float model itself and None where
+    latency was timed alone (a pipeline stage, metrics recorded before pairing existed);
+    scorers prefer it to the ratio of ``latency_ms`` values when it is there.
     """
 
     distill_loss: float
@@ -29,6 +36,7 @@ class Metrics:
     runner: str
     device: str
     target: str = ""
+    paired_speedup: float | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:

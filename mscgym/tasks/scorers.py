@@ -18,6 +18,14 @@ _EPS = 1e-12
 
 
 def speedup(metrics: Metrics, baseline: Metrics) -> float:
+    """How much faster ``metrics``' model is than the baseline's.
+
+    The paired ratio (both timed in the same window, see :class:`Metrics`) when the
+    evaluation measured one: host noise cancels in it. Otherwise the ratio of the two
+    medians, which were timed at different moments (metrics from before pairing).
+    """
+    if metrics.paired_speedup is not None:
+        return float(metrics.paired_speedup)
     return baseline.latency_ms / max(metrics.latency_ms, _EPS)
 
 

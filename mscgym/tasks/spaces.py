@@ -18,17 +18,22 @@ Plan = dict[str, Any]
 
 QUANT_CHOICES: tuple[str, ...] = (
     "float",
-    "int8_tensor_minmax",
+    "uint8a_channel_minmax",
     "int8_channel_minmax",
+    "int8_tensor_minmax",
     "int8_channel_percentile",
     "int8_channel_entropy",
     "int8_channel_mse",
     "int4w_channel_minmax",
-    "uint8a_channel_minmax",
 )
 """Per-layer quantization choices: weights dtype/granularity and activation calibration.
 ``uint8a`` keeps int8 per-channel weights with asymmetric uint8 activations, the form
-ONNX Runtime's x86 int8 kernels fuse most readily. A layer's choice covers its activations
+ONNX Runtime's x86 int8 kernels (u8 x s8 dot products) fuse most readily: in one
+interleaved run on resnet18 (ONNX Runtime 1.32, its default threads) every layer
+``uint8a`` ran 2.1x faster than float, every layer ``int8_channel_minmax`` 1.05x. The order
+is the order the grid agent's uniform plans try (choice ``k`` everywhere, ``k = 1, 2, ...``),
+so the fast forms come first and a small budget reaches them; a recorded space keeps its
+own order. A layer's choice covers its activations
 too: its data input, its output where the runtime needs it quantized, and the int8 ops
 (residual adds, pooling, concat) between it and other int8 layers, which the Quantizer
 plans from which layers are int8 (``mscgym.tools.quantizer.compose_plan``)."""

@@ -28,6 +28,7 @@ from mscgym.tasks.kinds import TOOLS
 from mscgym.tasks.measure import (
     Compressed,
     Measurement,
+    Reference,
     batched,
     measure,
     reference_outputs,
@@ -163,6 +164,7 @@ class Task:
         self._pools: dict[str, Quantizer] = {}
         self._teacher_outputs: np.ndarray | None = None
         self._baseline: Metrics | None = None
+        self._reference: Reference | None = None
         self._sensitivity: dict[str, float] | None = None
         self.space = self._build_space()
         self.evaluations = 0
@@ -447,8 +449,14 @@ class Task:
                            self.profile_repeat, self.profile_warmup, self.seed)
 
     def measure(self, model: Compressed) -> Metrics:
-        """Accuracy, distillation loss and latency of ``model`` on the task's runner."""
-        return measure(model, self.data, self.teacher_outputs(), self.measurement)
+        """Accuracy, distillation loss and latency of ``model`` on the task's runner; the
+        latency is timed paired with the uncompressed model (built once per task), so
+        ``paired_speedup`` compares the two in the same window."""
+        how = self.measurement
+        reference = self._reference
+        if reference is None or reference.how != how:
+            reference = self._reference = Reference(Compressed(self.graph, self.params, {}), how)
+        return measure(model, self.data, self.teacher_outputs(), how, reference)
 
     def plan_key(self, plan: Mapping[str, Any]) -> str:
         return fingerprint({"task": {k: v for k, v in self.describe().items()
