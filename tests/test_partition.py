@@ -154,3 +154,107 @@ def test_tensors_cross_between_tvm_and_numpy_without_copies() -> None:
     copied = _to_tvm(unaligned)
     assert not np.shares_memory(unaligned, _from_tvm(copied))
     np.testing.assert_array_equal(_from_tvm(copied), unaligned)
+
+
+class ChannelCumsumNet(CumsumNet):
+    """CumsumNet with the running sum over the channels: conv1's channels mix on the
+    host, so they cannot be pruned."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = torch.relu(self.conv1(x))
+        x = torch.cumsum(x, dim=1) / 8.0
+        x = torch.relu(self.conv2(x))
+        return self.fc(x.flatten(1))
+
+
+def _relax_of(net: torch.nn.Module, inputs: torch.Tensor) -> tuple:
+    from tvm.relax.frontend.torch import from_exported_program
+
+    exported = torch.export.export(net, (inputs[:2],),
+                                   dynamic_shapes=({0: torch.export.Dim("batch", min=1)},))
+    mod, params = relax.frontend.detach_params(
+        from_exported_program(exported, keep_params_as_input=True))
+    return exported, mod, params
+
+
+def _pruned_reference(net: CumsumNet, x: torch.Tensor, keep1: list[int],
+                      keep2: list[int]) -> np.ndarray:
+    """The pruned model written by hand in torch: conv1 keeps ``keep1`` (and conv2 reads
+    only those), conv2 keeps ``keep2`` (and fc reads only their 8x8 columns)."""
+    conv = torch.nn.functional.conv2d
+    with torch.no_grad():
+        x = torch.relu(conv(x, net.conv1.weight[keep1], net.conv1.bias[keep1], padding=1))
+        x = torch.cumsum(x, dim=3) / 8.0
+        x = torch.relu(conv(x, net.conv2.weight[keep2][:, keep1], net.conv2.bias[keep2],
+                            padding=1))
+        fc = net.fc.weight.reshape(10, 8, 64)[:, keep2].reshape(10, -1)
+        return torch.nn.functional.linear(x.flatten(1), fc, net.fc.bias).numpy()
+
+
+def test_region_layers_take_the_users_names(model: tuple) -> None:
+    net, _, _, inputs = model
+    exported, mod, params = _relax_of(net, torch.from_numpy(inputs))
+    from mscgym.compiler.transform import exported_names
+
+    for names in (None, exported_names(exported)):  # placeholders read back, or exact
+        _, graphs, _ = msc_transform(mod, params, names=names, target="onnxruntime")
+        kernels = [n.name for g in graphs for n in g.nodes if n.weights and
+                   n.optype.startswith("msc.")]
+        assert kernels == ["conv1", "conv2", "fc"]
+
+
+def test_one_prune_plan_across_regions_through_a_channel_keeping_host_op(
+        model: tuple, tmp_path: Path) -> None:
+    net, mod, params, inputs = model
+    host, _, config = msc_transform(mod, params, target="onnxruntime")
+    rt = create_runtime_manager(host, params, config)
+    pruner = rt.create_tool(MSC_TOOL.PRUNE, {"density": 0.5})
+    groups = {g["name"]: g for g in pruner.groups()}
+    # conv1 (region0) feeds conv2 (region1) through the TVM cumsum along the width
+    assert groups["conv1"]["prunable"] and groups["conv2"]["prunable"]
+    assert "reaches graph output" in groups["fc"]["blocked"]
+    rt.load_model()
+    keep = {g["name"]: g["keep"] for g in pruner.strategy()["groups"]}
+    assert len(keep["conv1"]) == len(keep["conv2"]) == 4
+    shapes = [m.graph.get_inputs()[0].shape for m in rt.regions.values()]
+    assert shapes[1][1] == 4  # region1 reads the 4 kept channels the host passed on
+    reference = _pruned_reference(net, torch.from_numpy(inputs), keep["conv1"], keep["conv2"])
+    np.testing.assert_allclose(rt.run(inputs)[0], reference, atol=1e-5, rtol=1e-5)
+
+    # one strategy file, replayed by a new manager; a quantizer after it sees the pruned
+    # regions and calibrates across them
+    path = pruner.save_strategy(tmp_path / "msc_prune.json")
+    again = create_runtime_manager(host, params, config)
+    again.create_tool(MSC_TOOL.PRUNE).load_strategy(path)
+    quantizer = again.create_tool(MSC_TOOL.QUANTIZE)
+    again.load_model()
+    while not quantizer.calibrated:
+        again.run(inputs[:16])
+        quantizer.calibrate()
+    again.load_model(reuse_weights=True)
+    quantized = again.run(inputs[16:])[0]
+    assert set(again.quant) == {"conv1", "conv2", "fc"}
+    assert np.abs(quantized - reference[16:]).max() < 0.1 * np.abs(reference[16:]).max()
+    assert not np.allclose(quantized, reference[16:], atol=1e-5)
+
+
+def test_a_group_crossing_a_host_op_that_mixes_channels_is_not_pruned() -> None:
+    torch.manual_seed(0)
+    net = ChannelCumsumNet().eval()
+    inputs = torch.randn(8, 1, 8, 8)
+    _, mod, params = _relax_of(net, inputs)
+    host, _, config = msc_transform(mod, params, target="onnxruntime")
+    rt = create_runtime_manager(host, params, config)
+    pruner = rt.create_tool(MSC_TOOL.PRUNE, {"density": 0.5})
+    groups = {g["name"]: g for g in pruner.groups()}
+    assert not groups["conv1"]["prunable"]
+    assert groups["conv1"]["blocked"] == ("host op relax.cumsum 'tvm0.tvm0_out' (run by TVM) "
+                                          "runs along axis 1")
+    assert groups["conv2"]["prunable"]  # its channels stay in region1
+    with pytest.raises(MSCError, match=r"layer 'conv1' cannot be pruned \(host op relax.cumsum"):
+        rt.create_tool(MSC_TOOL.PRUNE, {"layers": {"conv1": {"density": 0.5}}})
+    rt.load_model()
+    with torch.no_grad():
+        dense = net(inputs).numpy()
+    assert rt.regions["region0"].graph.nodes[1].weights["weight"].shape[0] == 8
+    assert not np.allclose(rt.run(inputs.numpy())[0], dense, atol=1e-3)  # conv2 pruned

@@ -12,6 +12,7 @@ from tvm.relax.dpl import is_op, rewrite_call, wildcard
 
 from mscgym.compiler.graph import MSCGraph
 from mscgym.compiler.graph_translator import Params, from_relax
+from mscgym.compiler.transform import exported_names
 
 
 def from_torch(
@@ -56,9 +57,7 @@ def from_exported(exported: torch.export.ExportedProgram, graph_name: str
     num_input = int(func.attrs["num_input"])
     param_vars = [p.name for p in func.params[num_input:]]
     params = dict(zip(param_vars, detached.get("main", []), strict=True))
-    names = {spec.arg.name: spec.target for spec in exported.graph_signature.input_specs
-             if spec.target is not None}
-    return from_relax(mod, params, names=names, graph_name=graph_name)
+    return from_relax(mod, params, names=exported_names(exported), graph_name=graph_name)
 
 
 def _torch_nearest(func: relax.Function) -> relax.Function:
