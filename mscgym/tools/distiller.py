@@ -10,6 +10,13 @@ compiler reads, and the trained weights go back into graph naming for every runn
 Intermediate tensors are matched by building each module with the chosen node outputs
 appended as extra graph outputs, the same trick the runtime manager uses to show tools
 their watched tensors.
+
+The teacher is frozen, so its outputs on the training inputs are the same for every
+student fine-tuned from it: a :class:`TeacherOutputs` given to :meth:`Distiller.set_teacher`
+computes them once (logits, plus the matched intermediate tensors) and every later
+distillation from the same teacher weights on the same inputs reads them back instead of
+running the teacher per batch. Gym tasks hold one per task, so fine-tuning each pruned
+plan pays only for the student.
 """
 
 from __future__ import annotations
@@ -100,6 +107,7 @@ class Distiller(BaseTool):
         super().__init__(graph, params, config)
         self.config = self._validate_config(self.config, "distiller config")
         self._teacher_graph, self._teacher_params = graph, params
+        self._teacher_cache: TeacherOutputs | None = None
         self._quant: QuantPlan = {}
         self._pairs: list[FeaturePair] | None = None  # resolved against the teacher on use
         self.history: list[dict[str, Any]] = []
@@ -108,8 +116,12 @@ class Distiller(BaseTool):
         self._weights_sha256: str | None = None
 
     # -- setup --------------------------------------------------------------------------
-    def set_teacher(self, graph: MSCGraph, params: Params) -> None:
-        """Distill from ``graph``/``params`` (the float source model) instead of the student."""
+    def set_teacher(self, graph: MSCGraph, params: Params,
+                    outputs: TeacherOutputs | None = None) -> None:
+        """Distill from ``graph``/``params`` (the float source model) instead of the
+        student; ``outputs`` caches the teacher's outputs on the training inputs across
+        distillers sharing this teacher (see :class:`TeacherOutputs`)."""
+        self._teacher_cache = outputs
         if len(graph.output_names) != len(self.graph.output_names):
             raise ToolConfigError(
                 f"distiller teacher {graph.name!r} has {len(graph.output_names)} outputs, the "
@@ -159,8 +171,8 @@ class Distiller(BaseTool):
         batches = math.ceil(len(inputs[0]) / config["batch_size"])
         self.history = []
         with _reproducible(config["seed"], config["threads"]):
-            teacher = to_torch(teacher_graph, self._teacher_params).eval()
-            student = to_torch(student_graph, self.params, self._quant).train()
+            targets_of = self._teacher_targets(teacher_graph, inputs)
+            student = self._to_torch(student_graph, self.params, self._quant).train()
             optimizer = self._optimizer(student)
             schedule = self._schedule(optimizer, config["epochs"] * batches)
             bar = tqdm(total=config["epochs"] * batches, desc=f"distill {self.graph.name}",
@@ -173,7 +185,7 @@ class Distiller(BaseTool):
                     for index in order.split(config["batch_size"]):
                         batch = [x[index] for x in inputs]
                         with torch.no_grad():
-                            targets = _as_tuple(teacher(*batch))
+                            targets = targets_of(batch, index)
                         terms = self._loss_terms(_as_tuple(student(*batch)), targets, pairs,
                                                  n_out, None if labels is None else labels[index])
                         if not torch.isfinite(terms["loss"]):
@@ -193,11 +205,28 @@ class Distiller(BaseTool):
                     entry["eval"] = self._evaluate(student, eval_fn)
                     self.history.append(entry)
                     logger.info("distill %s epoch %d: %s", self.graph.name, epoch, entry)
-        self._trained = {name: np.ascontiguousarray(value, dtype=self.params[name].dtype)
+        self._trained = {name: np.asarray(value, dtype=self.params[name].dtype)  # keeps 0-d
                          for name, value in weights_from_torch(student).items()}
         self._final = {k: v for k, v in self.history[-1].items() if k != "epoch"}
         self._weights_sha256 = weights_sha256(self._trained)
         return self.history
+
+    def _teacher_targets(self, teacher_graph: MSCGraph, inputs: list[torch.Tensor]
+                         ) -> Callable[[list[torch.Tensor], torch.Tensor], Tensors]:
+        """``(batch, index) -> teacher outputs``: the teacher run on the batch, or, with a
+        :class:`TeacherOutputs`, the rows ``index`` of its outputs on all inputs."""
+        if self._teacher_cache is None:
+            teacher = self._to_torch(teacher_graph, self._teacher_params).eval()
+            return lambda batch, index: _as_tuple(teacher(*batch))
+        known = self._teacher_cache.outputs(teacher_graph, self._teacher_params, inputs,
+                                            self.config["batch_size"])
+        return lambda batch, index: tuple(t[index] for t in known)
+
+    def _to_torch(self, graph: MSCGraph, params: Params,
+                  quant: QuantPlan | None = None) -> torch.nn.Module:
+        """The trainable torch module of ``graph`` (student or teacher); a partitioned
+        model's distiller builds its regions and host calls instead."""
+        return to_torch(graph, params, quant)
 
     @property
     def distilled_params(self) -> Params | None:
@@ -388,6 +417,44 @@ class Distiller(BaseTool):
 
         result = eval_fn(predict)
         return float(result) if isinstance(result, int | float | np.number) else result
+
+
+Tensors = tuple[torch.Tensor, ...]
+
+
+class TeacherOutputs:
+    """A frozen teacher's outputs on training inputs, computed once and shared.
+
+    Keyed by the teacher's weights (content hash), the outputs it is built to return
+    (logits and any matched intermediate tensors), the inputs (content hash) and the
+    batch size they are computed in (the same as training's, so every value equals what
+    the per-batch forward pass gives). ``hits`` and ``misses`` count the look-ups.
+    """
+
+    def __init__(self) -> None:
+        self._entries: dict[str, Tensors] = {}
+        self.hits = 0
+        self.misses = 0
+
+    def outputs(self, graph: MSCGraph, params: Params, inputs: Sequence[torch.Tensor],
+                batch_size: int) -> Tensors:
+        """Every output of ``graph`` over all of ``inputs`` (first dim), in input order."""
+        key = "|".join((weights_sha256(params), arrays_hash(
+            {f"input{i}": x.numpy() for i, x in enumerate(inputs)}), str(batch_size),
+            *graph.output_names))
+        if key in self._entries:
+            self.hits += 1
+            return self._entries[key]
+        self.misses += 1
+        teacher = to_torch(graph, params).eval()
+        chunks: list[Tensors] = []
+        with torch.no_grad():
+            for start in range(0, len(inputs[0]), batch_size):
+                chunks.append(_as_tuple(teacher(*(x[start:start + batch_size]
+                                                  for x in inputs))))
+        found = tuple(torch.cat(parts) for parts in zip(*chunks, strict=True))
+        self._entries[key] = found
+        return found
 
 
 @contextmanager
