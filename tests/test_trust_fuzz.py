@@ -142,7 +142,7 @@ def test_record_mutations(record_json: dict[str, Any], tmp_path: Path) -> None:
 @pytest.mark.parametrize(("key", "value", "message"), [
     (("metrics", "accuracy"), "high", "key 'metrics.accuracy': expected a number or null, "
                                       "got \"high\""),
-    (("metrics", "size_bytes"), -5, "key 'metrics.size_bytes': expected a number >= 0"),
+    (("metrics", "size_bytes"), -5, "key 'metrics.size_bytes': expected an integer >= 0"),
     (("task", "profile", "repeat"), "ab", "key 'task.profile.repeat': expected an integer"),
     (("tolerances", "accuracy", "abs"), "x", "key 'tolerances.accuracy.abs': expected a number"),
     (("extra", "baseline", "latency_ms"), None, "key 'extra.baseline.latency_ms'"),

@@ -4,7 +4,9 @@ Every kind of file mscgym reads (records, pipeline configs, ...) declares its sh
 once, as a JSON Schema (draft 2020-12) next to the code that reads it, and
 :func:`check_document` checks a parsed document against it. The first violation
 becomes one error naming the file, the key path (``metrics.accuracy``) and what was
-expected, instead of a type error deep inside the code that uses the value.
+expected, instead of a type error deep inside the code that uses the value. A schema
+node may say in words what it takes with an ``x-expected`` annotation (JSON Schema
+ignores unknown keywords), for checks whose own wording would be a regular expression.
 """
 
 from __future__ import annotations
@@ -41,6 +43,12 @@ def _short(value: Any, limit: int = 60) -> str:
     return text if len(text) <= limit else text[:limit] + "..."
 
 
+def _value(value: Any, limit: int = 60) -> str:
+    """A given value as Python shows it (``'loud'``), for "... is not one of ..."."""
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
 def _expected(error: ValidationError) -> str:
     """What the schema wanted at the failing place, in words."""
     if error.validator == "type":
@@ -49,17 +57,18 @@ def _expected(error: ValidationError) -> str:
         return "expected " + " or ".join(_TYPE_NAMES.get(k, k) for k in kinds)
     if error.validator in ("minimum", "exclusiveMinimum"):
         strict = "> " if error.validator == "exclusiveMinimum" else ">= "
-        return f"expected a number {strict}{error.validator_value}"
+        kind = "an integer" if error.schema.get("type") == "integer" else "a number"
+        return f"expected {kind} {strict}{error.validator_value}"
     if error.validator == "maximum":
         return f"expected a number <= {error.validator_value}"
     if error.validator == "const":
         return f"expected {_short(error.validator_value)}"
-    if error.validator == "enum":
-        return f"expected one of {_short(error.validator_value)}"
     if error.validator == "pattern":
         return f"expected a string matching {error.validator_value}"
     if error.validator == "minLength":
         return "expected a non-empty string"
+    if error.validator == "minItems":
+        return f"expected a list of at least {error.validator_value} item(s)"
     return error.message
 
 
@@ -71,7 +80,21 @@ def check_document(document: Any, schema: Mapping[str, Any], error: type[Excepti
     found = best_match(validator.iter_errors(document))
     if found is None:
         return
+    key = _key(found.absolute_path)
     if found.validator == "required":
-        raise error(f"{where}: key {_key(found.absolute_path)!r}: {found.message}")
-    raise error(f"{where}: key {_key(found.absolute_path)!r}: {_expected(found)}, got "
-                f"{_short(found.instance)}")
+        missing = [k for k in found.validator_value
+                   if isinstance(found.instance, Mapping) and k not in found.instance]
+        name = _key([*found.absolute_path, missing[0]]) if missing else key
+        raise error(f"{where}: key {name!r}: required, but missing")
+    if found.validator == "additionalProperties" and found.validator_value is False:
+        known = found.schema.get("properties", {})
+        unknown = sorted(k for k in found.instance if k not in known)
+        raise error(f"{where}: key {key!r}: unknown keys {unknown}; expected some of "
+                    f"{sorted(known)}")
+    if found.validator == "enum":
+        raise error(f"{where}: key {key!r}: {_value(found.instance)} is not one of "
+                    f"{sorted(found.validator_value, key=str)}")
+    if "x-expected" in found.schema and found.validator != "type":
+        raise error(f"{where}: key {key!r}: {_value(found.instance)} is not "
+                    f"{found.schema['x-expected']}")
+    raise error(f"{where}: key {key!r}: {_expected(found)}, got {_short(found.instance)}")
