@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from mscgym.cli import main
+from mscgym.pipeline import ConfigError, create_msc_processor
 from mscgym.pipeline.workspace import Workspace
 from mscgym.utils.paths import OutputPathError, check_output_path, inside
 
@@ -110,3 +111,47 @@ def test_symlink_out_of_the_workspace_is_refused(tmp_path: Path) -> None:
                                               "the workspace"):
         workspace.path("gym", "best.json")
     assert inside(tmp_path, "ws", "state.json") == str(tmp_path / "ws" / "state.json")
+
+
+# -- strategy_file: relative = in the workspace (written there); absolute = the user's own
+# file, which must exist when the run starts and is only ever read ------------------------
+def test_absolute_strategy_file_must_exist_before_any_work(tmp_path: Path) -> None:
+    missing = tmp_path / "elsewhere" / "quantize.json"
+    config = {"workspace": str(tmp_path / "ws"), "quantize": {"strategy_file": str(missing)}}
+    with pytest.raises(ConfigError, match=rf"config key 'quantize.strategy_file': {missing} "
+                                          "does not exist; give an existing strategy file, or "
+                                          "a relative path"):
+        create_msc_processor("digits-mlp", config)
+    assert not missing.parent.exists()
+
+
+def test_absolute_strategy_file_is_never_written(tmp_path: Path) -> None:
+    own = tmp_path / "mine" / "quantize.json"
+    own.parent.mkdir()
+    own.write_text("{}")
+    config = {"workspace": str(tmp_path / "ws"), "profile": {"repeat": 2, "warmup": 0},
+              "quantize": {"strategy_file": str(own), "config": {}}}
+    processor = create_msc_processor("digits-mlp", config)
+    own.unlink()  # gone after validation: the stage refuses, it does not write there
+    try:
+        with pytest.raises(ConfigError, match=rf"'quantize.strategy_file': {own} is gone; an "
+                                              "absolute strategy file is the user's own, only "
+                                              "read, never written"):
+            processor.optimize()
+    finally:
+        processor.close()
+    assert sorted(p.name for p in own.parent.iterdir()) == []
+
+
+def test_relative_strategy_file_through_a_symlink_out_is_refused(tmp_path: Path) -> None:
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (tmp_path / "ws").mkdir()
+    os.symlink(outside, tmp_path / "ws" / "strategies_link")
+    config = {"workspace": str(tmp_path / "ws"),
+              "quantize": {"strategy_file": "strategies_link/quantize.json"}}
+    with pytest.raises(OutputPathError, match=r"config key 'quantize.strategy_file': "
+                                              r"'strategies_link/quantize.json' resolves to "
+                                              rf"{outside}/quantize.json, outside the workspace"):
+        create_msc_processor("digits-mlp", config)
+    assert list(outside.iterdir()) == []

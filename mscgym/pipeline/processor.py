@@ -269,6 +269,9 @@ class MSCProcessor:
         section = self.config[stage]
         path = self.strategy_file(stage)
         from_file = path is not None and os.path.exists(path)
+        if path is not None and not from_file and os.path.isabs(section["strategy_file"]):
+            raise ConfigError(f"config key '{stage}.strategy_file': {path} is gone; an absolute "
+                              "strategy file is the user's own, only read, never written")
         if section["gym"] and not from_file:
             return self._gym_stage(stage, section)
         tool = self._make_tool(stage, section, from_file)
