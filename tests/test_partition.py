@@ -258,3 +258,53 @@ def test_a_group_crossing_a_host_op_that_mixes_channels_is_not_pruned() -> None:
         dense = net(inputs).numpy()
     assert rt.regions["region0"].graph.nodes[1].weights["weight"].shape[0] == 8
     assert not np.allclose(rt.run(inputs.numpy())[0], dense, atol=1e-3)  # conv2 pruned
+
+
+def test_one_distiller_trains_every_region_through_the_tvm_host(model: tuple) -> None:
+    net, mod, params, inputs = model
+    host, _, config = msc_transform(mod, params, target="onnxruntime")
+    rt = create_runtime_manager(host, params, config)
+    rt.create_tool(MSC_TOOL.PRUNE, {"density": 0.5})
+    distiller = rt.create_tool(MSC_TOOL.DISTILL, {"epochs": 3, "loss": "mse", "lr": 1e-3,
+                                                  "batch_size": 16, "progress": False})
+    # the float teacher as one torch module: regions in torch, the cumsum on TVM with
+    # TVM's gradient; its weight gradients equal torch's on the unpartitioned model
+    x = torch.from_numpy(inputs)
+    teacher = distiller._to_torch(distiller._teacher_graph, distiller._teacher_params)
+    (teacher(x)[0] ** 2).mean().backward()
+    net.zero_grad()
+    (net(x) ** 2).mean().backward()
+    grads = dict(teacher.regions["region0"].named_parameters())
+    conv1 = next(p for p in grads.values() if p.shape == net.conv1.weight.shape)
+    np.testing.assert_allclose(conv1.grad.numpy(), net.conv1.weight.grad.numpy(), atol=1e-6)
+
+    rt.load_model()
+    with torch.no_grad():
+        reference = net(x).numpy()
+    before = np.mean((rt.run(inputs)[0] - reference) ** 2)
+    history = distiller.distill(inputs)
+    rt.load_model()  # the regions take the trained weights under the user's names
+    after = np.mean((rt.run(inputs)[0] - reference) ** 2)
+    assert history[-1]["distill_loss"] < history[0]["distill_loss"] and after < 0.5 * before
+    trained = distiller.distilled_params
+    assert {"conv1.weight", "conv2.weight", "fc.weight"} <= set(trained)
+    student = distiller._to_torch(distiller.graph, trained)
+    with torch.no_grad():
+        np.testing.assert_allclose(rt.run(inputs)[0], student(x)[0].numpy(), atol=1e-5)
+    with pytest.raises(MSCError, match="outputs only"):
+        rt.create_tool(MSC_TOOL.DISTILL, {"intermediate": [{"student": "conv1",
+                                                            "teacher": "conv1"}]})
+
+
+def test_a_host_op_tvm_cannot_differentiate_is_named() -> None:
+    from mscgym.compiler.partition import host_vjp
+
+    x = relax.Var("x", relax.TensorType([2, 8], "float32"))
+    builder = relax.BlockBuilder()
+    with builder.function("tvm0", [x]):
+        with builder.dataflow():
+            out = builder.emit_output(relax.op.sort(x, axis=1))
+        builder.emit_func_output(out)
+    with pytest.raises(MSCError, match=r"host segment 'tvm0' \(\['relax.sort'\]\): TVM cannot "
+                                       r"differentiate it.*relax.sort"):
+        host_vjp(builder.get()["tvm0"], "tvm0")

@@ -231,11 +231,9 @@ def segments_of(host: tvm.IRModule) -> list[Segment]:
             value = binding.value
             if isinstance(value, relax.Call) and isinstance(value.op, tvm.ir.GlobalVar):
                 func = host[value.op]
-                ops: list[str] = []
-                relax.analysis.post_order_visit(func, lambda e, ops=ops: ops.append(
-                    str(e.op.name)) if _op_name(e) is not None else None)
                 segments.append(Segment(value.op.name_hint, str(func.attrs[TARGET_ATTR]),
-                                        func, tuple(ops), bool(int(func.attrs[REGION_ATTR]))))
+                                        func, tuple(_ops_of(func)),
+                                        bool(int(func.attrs[REGION_ATTR]))))
     return segments
 
 
@@ -472,3 +470,48 @@ def _rebuilt(expr: relax.Expr, env: Mapping[relax.Var, relax.Expr]) -> relax.Exp
                 for a in expr.args]
         return relax.Call(expr.op, args, expr.attrs, expr.ty_args)
     raise MSCError(f"retype: cannot rebuild a {type(expr).__name__} of a host segment")
+
+
+def host_vjp(func: relax.Function, name: str) -> tvm.IRModule:
+    """A module to run host segment ``func`` inside a trained model: ``main`` computes it,
+    ``vjp_adjoint(*inputs, *output_grads)`` returns ``(_, input_grads)``, the gradient of
+    ``sum(output * output_grad)`` by TVM's own ``relax.transform.Gradient`` (a
+    vector-Jacobian product). An op TVM cannot differentiate is an error naming it."""
+    outputs = (list(func.ret_ty.fields) if isinstance(func.ret_ty, relax.TupleType)
+               else [func.ret_ty])
+    params = [relax.Var(p.name, p.ty) for p in func.params]
+    grads = [relax.Var(f"grad{i}", ty) for i, ty in enumerate(outputs)]
+    env: dict[relax.Var, relax.Expr] = dict(zip(func.params, params, strict=True))
+    builder = relax.BlockBuilder()
+    with builder.function("vjp", [*params, *grads]):
+        with builder.dataflow():
+            for block in func.body.blocks:
+                for binding in block.bindings:
+                    env[binding.var] = builder.emit(_rebuilt(binding.value, env))
+            result = _rebuilt(func.body.body, env)
+            fields = ([builder.emit(relax.TupleGetItem(result, i)) for i in range(len(grads))]
+                      if isinstance(func.ret_ty, relax.TupleType) else [result])
+            total = None
+            for field, grad in zip(fields, grads, strict=True):
+                term = builder.emit(relax.op.sum(relax.op.multiply(field, grad)))
+                total = term if total is None else builder.emit(relax.op.add(total, term))
+            out = builder.emit_output(total)
+        builder.emit_func_output(out)
+    module = builder.get()
+    try:
+        module = relax.transform.Gradient("vjp", require_grads=module["vjp"].params[:len(params)]
+                                          )(module)
+    except RuntimeError as err:  # tvm.error.InternalError: no FPrimalGradient for an op
+        ops = sorted({op for op in _ops_of(func)})
+        raise MSCError(f"host segment {name!r} ({ops}): TVM cannot differentiate it, so a "
+                       f"student cannot be trained through it: {str(err).splitlines()[-1]}"
+                       ) from None
+    return tvm.IRModule({"main": func.with_attr("global_symbol", "main"),
+                         "vjp_adjoint": module["vjp_adjoint"]})
+
+
+def _ops_of(func: relax.Function) -> list[str]:
+    ops: list[str] = []
+    relax.analysis.post_order_visit(func, lambda e: ops.append(str(e.op.name))
+                                    if _op_name(e) is not None else None)
+    return ops

@@ -356,13 +356,14 @@ class PartitionedRuntimeManager:
         """One tool of ``kind`` over every region: a :class:`ToolGroup` for quantize and
         collect (per-layer entries of the config go to the region holding the layer), a
         :class:`~mscgym.tools.pruner.PartitionPruner` for prune (channel groups followed
-        through the host calls)."""
+        through the host calls), a
+        :class:`~mscgym.tools.region_distiller.PartitionDistiller` for distill (the whole
+        model trained end to end, gradients through the host calls by TVM)."""
         kind = MSC_TOOL(kind)
         if kind is MSC_TOOL.PRUNE:
             return self._create_pruner(config)
-        if kind not in (MSC_TOOL.QUANTIZE, MSC_TOOL.COLLECT):
-            raise MSCError(f"a partitioned model takes prune, quantize and collect tools; "
-                           f"{kind.value} over several regions is not supported")
+        if kind is MSC_TOOL.DISTILL:
+            return self._create_distiller(config)
         config = dict(config or {})
         layers = dict(config.pop("layers", {}) or {})
         owners = layer_owners({name: m.graph for name, m in self.regions.items()}, layers,
@@ -385,6 +386,40 @@ class PartitionedRuntimeManager:
         self._tools[MSC_TOOL.PRUNE] = plan
         return plan
 
+    def _create_distiller(self, config: Mapping[str, Any] | None) -> Any:
+        from mscgym.tools.region_distiller import PartitionDistiller, RegionDistill, RegionModel
+
+        sources = {name: (m._source_graph, m._source_params) for name, m in self.regions.items()}
+        students, quant = {}, {}
+        for name, manager in self.regions.items():
+            graph, params = sources[name]
+            quant[name] = {}
+            for kind in (MSC_TOOL.PRUNE, MSC_TOOL.QUANTIZE):  # the tools before distill
+                tool = manager._tools.get(kind)
+                if tool is not None:
+                    graph, params = tool.transform(graph, params)
+                    quant[name].update(tool.quant_plan())
+            students[name] = (graph, params)
+        student = RegionModel(stitch(self.host, students, self.model),
+                              {name: graph for name, (graph, _) in students.items()}, quant,
+                              self._host_functions())
+        teacher = RegionModel(stitch(self.host, sources, self.model),
+                              {name: graph for name, (graph, _) in sources.items()}, {},
+                              {s.name: s.func for s in self.segments if not s.is_region})
+        distiller = PartitionDistiller(self.host["main"], student, teacher, dict(config or {}))
+        for name, manager in self.regions.items():
+            graph, params = students[name]
+            manager._tools[MSC_TOOL.DISTILL] = RegionDistill(distiller, name, graph, params)
+        self._tools[MSC_TOOL.DISTILL] = distiller
+        return distiller
+
+    def _host_functions(self) -> dict[str, relax.Function]:
+        """Each host segment's function, re-inferred for the shapes pruning leaves."""
+        pruner = self._tools.get(MSC_TOOL.PRUNE)
+        return {seg.name: seg.func if pruner is None
+                else retype(seg.func, pruner.host_shapes(seg.name))
+                for seg in self.segments if not seg.is_region}
+
     def get_tool(self, kind: MSC_TOOL | str) -> Any:
         kind = MSC_TOOL(kind)
         if kind not in self._tools:
@@ -404,18 +439,14 @@ class PartitionedRuntimeManager:
         segments on TVM (again only when pruning changed the shapes they take)."""
         for manager in self.regions.values():
             manager.load_model(reuse_weights)
-        pruner = self._tools.get(MSC_TOOL.PRUNE)
         self._host_funcs = {}
-        for seg in self.segments:
-            if seg.is_region:
-                continue
-            func = seg.func if pruner is None else retype(seg.func, pruner.host_shapes(seg.name))
+        for name, func in self._host_functions().items():
             func = func.with_attr("global_symbol", "main")
-            key = (seg.name, tuple(str(param.ty) for param in func.params))
+            key = (name, tuple(str(param.ty) for param in func.params))
             if key not in self._host_vms:
                 executable = tvm.compile(tvm.IRModule({"main": func}), target="llvm")
                 self._host_vms[key] = relax.VirtualMachine(executable, tvm.cpu())
-            self._host_funcs[seg.name] = key
+            self._host_funcs[name] = key
         logger.debug("built %d regions on %s and %d host segments on tvm", len(self.regions),
                      self.runner_name, len(self._host_vms))
 
