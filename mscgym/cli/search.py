@@ -20,7 +20,7 @@ from mscgym.cli.model_args import add_model_arguments, task_model_and_data
 from mscgym.compiler.errors import MSCError
 from mscgym.runtime.registry import runner_names
 from mscgym.tasks.kinds import TOOLS
-from mscgym.tasks.scorers import SCORERS
+from mscgym.tasks.scorers import SCORERS, speedup
 from mscgym.utils.files import atomic_write_text
 from mscgym.utils.paths import exclusive_output, output_arg
 
@@ -166,7 +166,8 @@ def _optional(value: float | None, fmt: Callable[[float], str]) -> str:
 def format_summary(task: Task, result: SearchResult, path: str) -> str:
     """Baseline against best, what the search cost, and where the record went."""
     base, best = task.baseline, result.best_metrics
-    speedup = base.latency_ms / best.latency_ms if best.latency_ms > 0 else float("inf")
+    speed = speedup(best, base)  # the paired ratio where measured: what the score used
+    kind = "paired speed-up" if best.paired_speedup is not None else "speed-up"
     ratio = best.size_bytes / base.size_bytes if base.size_bytes else float("nan")
     changed = {k: v for k, v in result.best_plan.items() if v != task.space[k].baseline}
     cache = result.cache_stats
@@ -180,7 +181,7 @@ def format_summary(task: Task, result: SearchResult, path: str) -> str:
         _row("accuracy", *accuracy),
         _row("distill loss", f"{base.distill_loss:.4g}", f"{best.distill_loss:.4g}"),
         _row("latency (ms)", f"{base.latency_ms:.4f}", f"{best.latency_ms:.4f}",
-             f"{speedup:.2f}x speed-up"),
+             f"{speed:.2f}x {kind}"),
         _row("size (KB)", f"{base.size_bytes / 1024:.1f}", f"{best.size_bytes / 1024:.1f}",
              f"{ratio:.2f}x of baseline"),
         _row("score", f"{task.score(base):.4g}", f"{result.best_score:.4g}"),
