@@ -19,6 +19,7 @@ from gymnasium import spaces
 
 from mscgym.compiler.errors import MSCError
 from mscgym.envs.features import FEATURES, layer_features
+from mscgym.tasks.kinds import kind_tools
 from mscgym.tasks.spaces import DENSITY_CHOICES, QUANT_CHOICES
 from mscgym.tasks.task import DISTILL_CHOICES, Task
 
@@ -48,14 +49,17 @@ def _fork_safe_threads() -> None:
         torch.set_num_threads(1)
 
 
-def _choices_bound(tool: str, task_kwargs: dict[str, Any]) -> int:
+def _choices_bound(tool: str, task_kwargs: dict[str, Any]) -> int | None:
     """An upper bound on the choices of any dimension a task with these arguments has.
 
     The layer-wise action space is ``Discrete`` of this bound, known before the task is
     built: quantization choices (plus float), densities and distillation knobs (a
     larger dimension is refused when the task is built). Actions map proportionally onto each
-    dimension's own choices, so every choice stays reachable.
+    dimension's own choices, so every choice stays reachable. None for a kind with a tool
+    beyond those (registered later): its env builds the task to read its space.
     """
+    if not set(kind_tools(tool)) <= {"prune", "quantize", "distill"}:
+        return None
     sizes = [*(len(c) for c in DISTILL_CHOICES.values())]
     if tool in ("quantize", "compress"):
         sizes.append(len(tuple(task_kwargs.get("quant_choices", QUANT_CHOICES))) + 1)
@@ -117,10 +121,10 @@ class CompressionEnv(gym.Env):
         low = np.zeros(len(FEATURES), dtype=np.float32)
         high = np.ones(len(FEATURES), dtype=np.float32)
         self.observation_space = spaces.Box(low, high, dtype=np.float32)
-        if task is not None:
-            self._max_choices = max(task.space.sizes)
-        else:
-            self._max_choices = _choices_bound(tool, task_kwargs)
+        self._max_choices: int | None = (None if task is not None
+                                         else _choices_bound(tool, task_kwargs))
+        if self._max_choices is None:
+            self._max_choices = max(self.task.space.sizes)
         if mode == "layerwise":
             self.action_space = spaces.Discrete(self._max_choices)
         else:
@@ -135,7 +139,7 @@ class CompressionEnv(gym.Env):
             model, tool, task_kwargs = self._task_args
             _fork_safe_threads()
             task = Task(model, tool, **task_kwargs)
-            if max(task.space.sizes) > self._max_choices:
+            if self._max_choices is not None and max(task.space.sizes) > self._max_choices:
                 raise MSCError(f"task {tool}/{model} has a dimension with "
                                f"{max(task.space.sizes)} choices, more than the "
                                f"{self._max_choices} actions of this env")

@@ -27,7 +27,7 @@ from mscgym.compiler.quant_spec import QuantPlan
 from mscgym.pipeline.config import ConfigError, log_level, target_device, validate_config
 from mscgym.pipeline.report import format_report
 from mscgym.pipeline.workspace import Workspace
-from mscgym.runtime.manager import calibrate_quantizer, checked_weights
+from mscgym.runtime.manager import calibrate_tool, checked_weights
 from mscgym.runtime.registry import create_runner, runner_class
 from mscgym.tasks.cache import fingerprint
 from mscgym.tasks.measure import (
@@ -46,7 +46,9 @@ from mscgym.tasks.sources import (
     resolve_model,
 )
 from mscgym.tasks.spaces import QUANT_CHOICES
-from mscgym.tools import MSC_TOOL, create_tool
+from mscgym.tools import MSC_TOOL
+from mscgym.tools.base import save_strategy_file
+from mscgym.tools.registry import ToolContext, apply_tools, new_tool, tool_spec
 from mscgym.utils.files import atomic_write
 
 logger = logging.getLogger("mscgym.pipeline")
@@ -274,47 +276,36 @@ class MSCProcessor:
                               "strategy file is the user's own, only read, never written")
         if section["gym"] and not from_file:
             return self._gym_stage(stage, section)
-        tool = self._make_tool(stage, section, from_file)
+        context = ToolContext(
+            teacher=(self.source.graph, self.source.params),
+            calibrate=lambda tool: calibrate_tool(tool, self.data.calibration),
+            train_data=self._train_data)
+        tool = new_tool(stage, self.graph, self.params,
+                        {} if from_file else self._tool_config(stage, section), context)
         if from_file:
+            # A quantizer's strategy is its calibration; a distiller's is replayed by
+            # training again with the recorded, seeded config.
             tool.load_strategy(path)
             source: dict[str, Any] = {"strategy_file": path}
-            if stage == MSC_TOOL.DISTILL.value:
-                self._distill_from_strategy(tool)
         else:
-            self._apply_config(stage, tool, section["target"])
             source = {"config": section["config"]}
-        self.graph, self.params = tool.transform(self.graph, self.params)
-        if stage == MSC_TOOL.QUANTIZE.value:
-            self.quant = tool.quant_plan()
+        applied = apply_tools(self.graph, self.params, [(stage, tool)], context, self.quant)
+        self.graph, self.params, self.quant = applied.graph, applied.params, applied.quant
         tool.save_strategy(self._strategy_path(stage))
         if path is not None and not from_file:
             tool.save_strategy(path)
         return source
 
-    def _make_tool(self, stage: str, section: Mapping[str, Any], from_file: bool) -> Any:
-        config = {} if from_file else dict(section["config"])
+    @staticmethod
+    def _tool_config(stage: str, section: Mapping[str, Any]) -> dict[str, Any]:
+        """The stage's tool config: a quantizer's in the form its target runs, a
+        distiller's without a progress bar."""
+        config = dict(section["config"])
+        if stage == MSC_TOOL.QUANTIZE.value:
+            config = target_quantizer_config(section["target"], config)
         if stage == MSC_TOOL.DISTILL.value:
             config.setdefault("progress", False)
-        tool = create_tool(stage, self.graph, self.params, config)
-        if stage == MSC_TOOL.DISTILL.value:
-            tool.set_teacher(self.source.graph, self.source.params)
-            if self.quant:
-                tool.set_quant(self.quant)
-        return tool
-
-    def _apply_config(self, stage: str, tool: Any, target: str) -> None:
-        if stage == MSC_TOOL.QUANTIZE.value:
-            quantizer = calibrate_quantizer(self.graph, self.params,
-                                            target_quantizer_config(target, tool.config),
-                                            self.data.calibration)
-            tool.set_strategy(quantizer.strategy())
-        elif stage == MSC_TOOL.DISTILL.value:
-            tool.distill(*self._train_data())
-
-    def _distill_from_strategy(self, tool: Any) -> None:
-        """Distillation is replayed by re-running it with the recorded, seeded config;
-        the distiller checks the result against the recorded weight hash."""
-        tool.distill(*self._train_data())
+        return config
 
     def _train_data(self) -> tuple[np.ndarray, np.ndarray | None]:
         if self.data.train_inputs is not None:
@@ -353,25 +344,24 @@ class MSCProcessor:
             result.best_record.save(record_path)
             records.append(record_path)
             best = task.compressed(result.best_plan)
+            self._save_gym_strategy(stage, best, self.graph, self.params)
             self.graph, self.params = best.graph, best.params
-            if stage != MSC_TOOL.PRUNE.value:
-                self.quant = best.quant
-            self._save_gym_strategy(stage, best)
+            self.quant = {**self.quant, **best.quant}
         return {"gym_records": records, "gym_evaluations": self.evaluations}
 
-    def _save_gym_strategy(self, stage: str, best: Compressed) -> None:
-        graph = self.source.graph if stage == MSC_TOOL.PRUNE.value else best.graph
-        params = self.source.params if stage == MSC_TOOL.PRUNE.value else best.params
+    def _save_gym_strategy(self, stage: str, best: Compressed, graph: MSCGraph,
+                           params: Params) -> None:
+        """Write the best plan's strategy of the stage's tool over ``graph`` (the graph the
+        stage started from) as that tool's strategy file."""
+        spec = tool_spec(stage)
         strategy = best.strategies.get(stage)
         if strategy is None:  # the best plan keeps the model as it is; the file says so
-            strategy = {} if stage == MSC_TOOL.QUANTIZE.value else create_tool(
-                stage, graph, params, {"density": 1.0}).strategy()
-        tool = create_tool(stage, graph, params, {})
-        tool.set_strategy(strategy)
-        tool.save_strategy(self._strategy_path(stage))
+            strategy = spec.unchanged_strategy(graph, params)
+        version = spec.cls().strategy_version
+        save_strategy_file(self._strategy_path(stage), stage, version, graph.name, strategy)
         path = self.strategy_file(stage)
         if path is not None:  # MSC: the gym writes its best strategy to the strategy file
-            tool.save_strategy(path)
+            save_strategy_file(path, stage, version, graph.name, strategy)
 
     # -- public API ---------------------------------------------------------------------
     def optimize(self) -> torch.nn.Module:

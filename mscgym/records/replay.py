@@ -35,8 +35,9 @@ from mscgym.tasks.measure import run_outputs
 from mscgym.tasks.metrics import Metrics
 from mscgym.tasks.sources import ModelFile, TaskData, zoo_data_for
 from mscgym.tasks.spaces import PlanError
-from mscgym.tasks.task import Compressed, Task
+from mscgym.tasks.task import Compressed, Task, space_options
 from mscgym.tools.losses import distill_loss
+from mscgym.tools.registry import replay_view
 from mscgym.utils.hashing import file_sha256
 
 RecordLike = Record | str | os.PathLike[str]
@@ -95,16 +96,14 @@ def _data_arg(record: Record, data: TaskData | None, where: str) -> TaskData | N
         raise RecordError(f"{where}: {err}") from None
 
 
-def _space_choices(space: Any, tool: str, where: str) -> list[Any] | None:
-    """The choices the recorded space offers for ``tool`` dimensions (None if it has none)."""
+def _space_options(space: Any, where: str) -> dict[str, list[Any]]:
+    """The Task arguments the recorded space's dimensions offer (``quant_choices``,
+    ``densities``: each tool's ``space_option``)."""
     if not isinstance(space, list) or not all(isinstance(d, dict) and "name" in d
                                               and "choices" in d for d in space):
         raise RecordError(f"{where}: key 'task.space' must be a list of "
                           "{name, choices, baseline} objects")
-    for dim in space:
-        if str(dim["name"]).startswith(f"{tool}:"):
-            return list(dim["choices"])
-    return None
+    return space_options(space)
 
 
 def _space_difference(recorded: list[dict[str, Any]], rebuilt: list[dict[str, Any]]) -> str:
@@ -141,13 +140,7 @@ def _rebuild_task(record: Record, where: str, data: TaskData | None,
     desc = record.task
     model = _model_arg(record, where)
     space = desc["space"]
-    kwargs: dict[str, Any] = {}
-    quant_choices = _space_choices(space, "quantize", where)
-    if quant_choices is not None:
-        kwargs["quant_choices"] = quant_choices
-    densities = _space_choices(space, "prune", where)
-    if densities is not None:
-        kwargs["densities"] = densities
+    kwargs: dict[str, Any] = dict(_space_options(space, where))
     scorer = desc["scorer"]
     if not isinstance(scorer, dict) or "name" not in scorer:
         raise RecordError(f"{where}: key 'task.scorer' must be an object with 'name' and "
@@ -216,17 +209,6 @@ def _short(value: Any, limit: int = 80) -> str:
     return text if len(text) <= limit else text[:limit] + "..."
 
 
-def _tool_view(tool: str, strategy: Any) -> Any:
-    """What must agree between a recorded and a rebuilt strategy of ``tool``: the whole
-    quant plan, the kept channels of each prune group, the distilled weights' hash."""
-    if tool == "prune" and isinstance(strategy, dict) and isinstance(strategy.get("groups"), list):
-        return {str(g.get("name")): g.get("keep") for g in strategy["groups"]
-                if isinstance(g, dict)}
-    if tool == "distill" and isinstance(strategy, dict):
-        return {"weights_sha256": strategy.get("weights_sha256")}
-    return strategy
-
-
 def check_strategies(recorded: Mapping[str, Any], rebuilt: Mapping[str, Any],
                      where: str = "record") -> None:
     """Raise RecordError naming the tool whose rebuilt strategy differs from the record."""
@@ -235,7 +217,8 @@ def check_strategies(recorded: Mapping[str, Any], rebuilt: Mapping[str, Any],
         if tool not in rebuilt or tool not in recorded:
             side = "record" if tool in recorded else "rebuilt model"
             raise RecordError(f"{where}: {tool} strategy differs: only the {side} has one")
-        old, new = _tool_view(tool, recorded[tool]), _tool_view(tool, rebuilt[tool])
+        # each tool declares what must agree (mscgym.tools.registry: replay_view)
+        old, new = replay_view(tool, recorded[tool]), replay_view(tool, rebuilt[tool])
         if old != new:
             detail = (_first_difference(old, new) if isinstance(old, dict)
                       and isinstance(new, dict) else f"recorded {_short(old)}, "

@@ -28,7 +28,14 @@ from mscgym.compiler.quant_spec import QuantPlan
 from mscgym.runtime.profiling import LatencyStats, profile_runner
 from mscgym.runtime.registry import create_runner
 from mscgym.runtime.runner import BaseRunner
-from mscgym.tools import MSC_TOOL, BaseTool, create_tool
+from mscgym.tools import MSC_TOOL, BaseTool
+from mscgym.tools.registry import (
+    ToolContext,
+    apply_tools,
+    new_tool,
+    tool_name,
+    tool_spec,
+)
 from mscgym.utils.files import atomic_write_text, read_json
 
 Params = dict[str, np.ndarray]
@@ -36,8 +43,6 @@ RunInputs = np.ndarray | torch.Tensor | Sequence[Any] | Mapping[str, Any]
 
 logger = logging.getLogger("mscgym.runtime")
 """Builds and runs are logged at debug level (MSC's "runtime" verbosity shows them)."""
-
-_TOOL_ORDER = (MSC_TOOL.PRUNE, MSC_TOOL.QUANTIZE, MSC_TOOL.DISTILL, MSC_TOOL.COLLECT)
 
 
 class RuntimeManager:
@@ -52,7 +57,7 @@ class RuntimeManager:
         self._source_params = {k: np.asarray(v) for k, v in params.items()}
         self.graph = graph
         self.params = dict(self._source_params)
-        self._tools: dict[MSC_TOOL, BaseTool] = {}
+        self._tools: dict[str, BaseTool] = {}
         self._runner: BaseRunner | None = None
         self._watched: list[str] = []
         self.quant: QuantPlan = {}
@@ -61,29 +66,23 @@ class RuntimeManager:
     def create_tool(
         self, kind: MSC_TOOL | str, config: Mapping[str, Any] | None = None
     ) -> BaseTool:
-        """Create (or replace) the tool of ``kind`` over the current float graph."""
-        kind = MSC_TOOL(kind)
-        base_graph, base_params = self._tool_input(kind)
-        tool = create_tool(kind, base_graph, base_params, dict(config or {}))
-        if kind is MSC_TOOL.DISTILL:
-            # The student is the compressed graph above; the teacher is the float source.
-            tool.set_teacher(self._source_graph, self._source_params)
-        self._tools[kind] = tool
+        """Create (or replace) the tool of ``kind`` over the graph as the tools before it
+        in pipeline order leave it; a tool that needs the teacher gets the float source
+        (the student is the compressed graph)."""
+        name = tool_name(kind)
+        order = tool_spec(name).order
+        earlier = {k: t for k, t in self._tools.items() if tool_spec(k).order < order}
+        base = apply_tools(self._source_graph, self._source_params, earlier)
+        tool = new_tool(name, base.graph, base.params, config,
+                        ToolContext(teacher=(self._source_graph, self._source_params)))
+        self._tools[name] = tool
         return tool
 
     def get_tool(self, kind: MSC_TOOL | str) -> BaseTool:
-        kind = MSC_TOOL(kind)
-        if kind not in self._tools:
-            raise MSCError(f"no {kind.value} tool; call create_tool({kind.value!r}, config) first")
-        return self._tools[kind]
-
-    def _tool_input(self, kind: MSC_TOOL) -> tuple[MSCGraph, Params]:
-        """Each tool sees the graph as the tools before it in ``_TOOL_ORDER`` left it."""
-        graph, params = self._source_graph, self._source_params
-        for earlier in _TOOL_ORDER[: _TOOL_ORDER.index(kind)]:
-            if earlier in self._tools:
-                graph, params = self._tools[earlier].transform(graph, params)
-        return graph, params
+        name = tool_name(kind)
+        if name not in self._tools:
+            raise MSCError(f"no {name} tool; call create_tool({name!r}, config) first")
+        return self._tools[name]
 
     # -- building and running ---------------------------------------------------------
     def load_model(self, reuse_weights: bool = False) -> None:
@@ -94,17 +93,11 @@ class RuntimeManager:
         """
         if not reuse_weights:
             self.params = dict(self._source_params)
-        graph, params = self._source_graph, self.params
-        quant: QuantPlan = {}
-        for kind in _TOOL_ORDER:
-            tool = self._tools.get(kind)
-            if tool is None:
-                continue
-            if kind is MSC_TOOL.DISTILL and quant:
-                tool.set_quant(quant)  # the student fine-tunes with the quantizer's fake-quant
-            graph, params = tool.transform(graph, params)
-            quant.update(tool.quant_plan())
-        self.graph, self.params, self.quant = graph, dict(params), quant
+        # The manager calibrates and trains its tools in MSC's loop, so the context is
+        # empty: each tool applies what it has (a distiller its quantizer's fake-quant).
+        applied = apply_tools(self._source_graph, self.params, self._tools)
+        graph, quant = applied.graph, applied.quant
+        self.graph, self.params, self.quant = graph, dict(applied.params), quant
         self._watched = sorted({t for tool in self._tools.values() for t in tool.watched_tensors()})
         build_graph = graph.with_outputs(self._watched)
         self._runner = create_runner(self.runner_name, self.device, self.runner_options)
@@ -213,12 +206,24 @@ def calibrate_quantizer(graph: MSCGraph, params: Params, config: Mapping[str, An
     """MSC's calibration loop: run ``batches`` until the quantizer says it is calibrated."""
     manager = RuntimeManager(graph, params, {"runner": runner})
     quantizer = manager.create_tool(MSC_TOOL.QUANTIZE, dict(config))
+    _calibration_loop(manager, quantizer, batches)
+    return quantizer
+
+
+def calibrate_tool(tool: BaseTool, batches: Sequence[Any], runner: str = "torch") -> None:
+    """MSC's calibration loop for a tool made elsewhere (over its own graph): what
+    :class:`~mscgym.tools.registry.ToolContext` ``calibrate`` does for the pipeline."""
+    manager = RuntimeManager(tool.graph, tool.params, {"runner": runner})
+    manager._tools[tool_name(tool.kind)] = tool
+    _calibration_loop(manager, tool, batches)
+
+
+def _calibration_loop(manager: RuntimeManager, tool: Any, batches: Sequence[Any]) -> None:
     manager.load_model()
-    while not quantizer.calibrated:
+    while not tool.calibrated:
         for batch in batches:
             manager.run(batch)
-        quantizer.calibrate()
-    return quantizer
+        tool.calibrate()
 
 
 class ToolGroup:

@@ -24,7 +24,7 @@ from mscgym.compiler.quant_spec import QuantPlan
 from mscgym.runtime.manager import RuntimeManager, calibrate_quantizer
 from mscgym.runtime.registry import create_runner
 from mscgym.tasks.cache import EvaluationCache, fingerprint
-from mscgym.tasks.kinds import TOOLS
+from mscgym.tasks.kinds import kind_order, kind_tools, task_kinds
 from mscgym.tasks.measure import (
     Compressed,
     Measurement,
@@ -42,9 +42,12 @@ from mscgym.tasks.spaces import (
     Dimension,
     SearchSpace,
 )
+from mscgym.tasks.tool_plans import quantizer_holding
 from mscgym.tools import MSC_TOOL, create_tool
+from mscgym.tools.distiller import TeacherOutputs
 from mscgym.tools.losses import distill_loss
 from mscgym.tools.quantizer import DEFAULT_INCLUDE, Quantizer, compose_plan
+from mscgym.tools.registry import ToolContext, ToolStep, apply_tools, tool_spec, tool_specs
 
 EpochCallback = Callable[[int, float], None]
 
@@ -112,6 +115,21 @@ def _choice_config(choice: str) -> dict[str, Any]:
     raise MSCError(f"unknown quantization choice {choice!r}; expected one of {QUANT_CHOICES}")
 
 
+def space_options(space: Sequence[Mapping[str, Any]]) -> dict[str, list[Any]]:
+    """The Task arguments a described search space offers: for each tool that declares
+    a ``space_option`` (``quant_choices``, ``densities``), the choices of its first
+    dimension. A task rebuilt with them builds the same space again."""
+    options: dict[str, list[Any]] = {}
+    for spec in tool_specs():
+        if spec.space_option is None:
+            continue
+        for dim in space:
+            if str(dim["name"]).startswith(f"{spec.name}:"):
+                options[spec.space_option] = list(dim["choices"])
+                break
+    return options
+
+
 class Task:
     """One compression problem; see the module docstring."""
 
@@ -135,8 +153,8 @@ class Task:
         cache_dir: str | os.PathLike[str] | None = None,
         example_inputs: Sequence[torch.Tensor] | None = None,
     ) -> None:
-        if tool not in TOOLS:
-            raise MSCError(f"unknown task tool {tool!r}; expected one of {list(TOOLS)}")
+        if tool not in task_kinds():
+            raise MSCError(f"unknown task tool {tool!r}; expected one of {list(task_kinds())}")
         self.tool = tool
         self.source: ModelSource = resolve_model(model, data, example_inputs)
         self.scorer = get_scorer(scorer, **dict(scorer_options or {}))
@@ -163,6 +181,7 @@ class Task:
         self._calibrations: dict[str, QuantPlan] = {}
         self._pools: dict[str, Quantizer] = {}
         self._teacher_outputs: np.ndarray | None = None
+        self._teacher_train_outputs = TeacherOutputs()  # shared by every plan's fine-tuning
         self._baseline: Metrics | None = None
         self._reference: Reference | None = None
         self._sensitivity: dict[str, float] | None = None
@@ -245,56 +264,16 @@ class Task:
         return [list(g.members) for g in pruner.analysis.prunable()]
 
     def _build_space(self) -> SearchSpace:
+        """The dimensions of each of the kind's tools, in pipeline order (each tool's
+        space builder is declared with the tool in :mod:`mscgym.tools.registry`)."""
         dims: list[Dimension] = []
-        if self.tool in ("prune", "compress"):
-            for members in self.prune_groups():
-                dims.append(Dimension(f"prune:{members[0]}", self.densities, 1.0))
-        if self.tool in ("quantize", "compress"):
-            dims.extend(self._quant_dims())
-        if self.tool == "compress" and self.data.train_labels is not None:
-            for name, choices in RECOVERY_CHOICES.items():
-                dims.append(Dimension(f"distill:{name}", choices, choices[0]))
-        if self.tool == "distill":
-            for name, choices in DISTILL_CHOICES.items():
-                dims.append(Dimension(f"distill:{name}", choices, DISTILL_BASELINE[name]))
+        for name in kind_tools(self.tool):
+            dims.extend(tool_spec(name).build_space(self))
         if not dims:
             raise MSCError(f"model {self.source.model_id!r} has nothing to {self.tool}")
         return SearchSpace(dims)
 
-    def _quant_dims(self) -> list[Dimension]:
-        """Per-layer choices; float (the baseline) only where the scorer allows a float
-        fallback, else the int8 forms with the default one as baseline plus the
-        percentile of percentile calibration: the search decides how to quantize."""
-        if self.float_fallback:
-            choices = self.quant_choices if "float" in self.quant_choices else (
-                "float", *self.quant_choices)
-            return [Dimension(f"quantize:{layer}", choices, "float")
-                    for layer in self.quantizable_layers()]
-        choices = tuple(c for c in self.quant_choices if c != "float")
-        if not choices:
-            raise MSCError(f"scorer {self.scorer.name!r} searches how to quantize, but the "
-                           "quantization choices offer only 'float'")
-        baseline = DEFAULT_QUANT_CHOICE if DEFAULT_QUANT_CHOICE in choices else choices[0]
-        dims = [Dimension(f"quantize:{layer}", choices, baseline)
-                for layer in self.quantizable_layers()]
-        if any(quantizer_config(c)["activation"]["method"] == "percentile" for c in choices):
-            dims.append(Dimension("calibrate:percentile", PERCENTILES, 99.99))
-        return dims
-
     # -- building the compressed model ---------------------------------------------------
-    def _prune(self, graph: MSCGraph, params: Params, densities: Mapping[str, float]
-               ) -> tuple[MSCGraph, Params, dict[str, Any] | None]:
-        if all(d == 1.0 for d in densities.values()):
-            return graph, params, None
-        pruner = create_tool(MSC_TOOL.PRUNE, graph, params, {"density": 1.0})
-        layers: dict[str, Any] = {}
-        for group in pruner.analysis.prunable():
-            density = densities.get(group.members[0], 1.0)
-            for member in group.members:
-                layers[member] = {"density": float(density)}
-        pruner = create_tool(MSC_TOOL.PRUNE, graph, params, {"density": 1.0, "layers": layers})
-        new_graph, new_params = pruner.transform(graph, params)
-        return new_graph, new_params, pruner.strategy()
 
     def calibration(self, graph: MSCGraph, params: Params, choice: str,
                     percentile: float | None = None) -> QuantPlan:
@@ -307,8 +286,8 @@ class Task:
             self._calibrations[key] = quantizer.quant_plan()
         return self._calibrations[key]
 
-    def _quantize(self, graph: MSCGraph, params: Params, choices: Mapping[str, str],
-                  percentile: float | None = None) -> QuantPlan:
+    def quant_plan(self, graph: MSCGraph, params: Params, choices: Mapping[str, str],
+                   percentile: float | None = None) -> QuantPlan:
         """The plan of per-layer choices; a layer's choice covers its activations too (its
         output, the residual adds and pools between int8 layers), planned by the Quantizer
         for the task's runner from one calibration pool (:func:`compose_plan`)."""
@@ -335,49 +314,40 @@ class Task:
             self._pools[key] = pool
         return self._pools[key]
 
-    def _distill(self, graph: MSCGraph, params: Params, quant: QuantPlan,
-                 settings: Mapping[str, Any], on_epoch: EpochCallback | None = None
-                 ) -> tuple[Params, dict[str, Any]]:
-        config = {
-            "loss": "kl+ce" if self.data.train_labels is not None else "kl",
-            "temperature": float(settings["temperature"]),
-            "alpha": float(settings["alpha"]),
-            "epochs": int(settings["epochs"]),
-            "lr": float(settings["lr"]),
-            "intermediate": "auto" if settings["intermediate"] == "auto" else [],
-            "seed": self.seed,
-            "progress": False,
-        }
-        distiller = create_tool(MSC_TOOL.DISTILL, graph, params, config)
-        distiller.set_teacher(self.graph, self.params)
-        if quant:
-            distiller.set_quant(quant)
-        inputs, labels = self._train_data()
-        distiller.distill(inputs, labels, eval_fn=self._epoch_probe(on_epoch))
-        _, new_params = distiller.transform(graph, params)
-        return new_params, distiller.strategy()
-
     def _train_data(self) -> tuple[np.ndarray, np.ndarray | None]:
         if self.data.train_inputs is not None:
             return self.data.train_inputs, self.data.train_labels
         return np.concatenate(self.data.calibration), None
 
-    def _student(self, strategies: dict[str, Any]) -> tuple[MSCGraph, Params, QuantPlan]:
-        """The model distillation starts from: given, or the float model compressed by
-        the ``student`` recipe ({"prune": density, "quantize": choice})."""
+    def _student_steps(self) -> tuple[MSCGraph, Params, list[tuple[str, ToolStep]]]:
+        """Where distillation starts: the given student (its quant plan as a quantizer
+        step), or the float model and the ``student`` recipe's steps
+        ({"prune": density, "quantize": choice})."""
         if isinstance(self.student, Compressed):
-            return self.student.graph, self.student.params, dict(self.student.quant)
-        densities = {g[0]: float(self.student.get("prune", 1.0)) for g in self.prune_groups()}
-        graph, params, prune_strategy = self._prune(self.graph, self.params, densities)
-        if prune_strategy is not None:
-            strategies["prune"] = prune_strategy
-        quant: QuantPlan = {}
-        choice = self.student.get("quantize")
+            student = self.student
+            return student.graph, student.params, [("quantize", lambda g, p, c: (
+                quantizer_holding(g, p, student.quant)))]
+        recipe = self.student
+        density = float(recipe.get("prune", 1.0))
+        choice = recipe.get("quantize")
+        steps: list[tuple[str, ToolStep]] = [("prune", self._plan_step("prune", {
+            f"prune:{g[0]}": density for g in self.prune_groups()}))]
         if choice:
-            quant = self._quantize(graph, params, dict.fromkeys(
-                self.quantizable_layers(graph), choice))
-            strategies["quantize"] = {k: v.to_json() for k, v in quant.items()}
-        return graph, params, quant
+            steps.append(("quantize", lambda g, p, c: tool_spec("quantize").build_tool(
+                self, {f"quantize:{layer}": choice for layer in self.quantizable_layers(g)},
+                g, p, c)))
+        return self.graph, self.params, steps
+
+    def _plan_step(self, name: str, choices: Mapping[str, Any]) -> ToolStep:
+        """The step that makes tool ``name`` from ``choices`` over the graph it gets."""
+        spec = tool_spec(name)
+        return lambda graph, params, context: spec.build_tool(self, choices, graph, params,
+                                                              context)
+
+    def _tool_context(self, on_epoch: EpochCallback | None) -> ToolContext:
+        return ToolContext(teacher=(self.graph, self.params), train_data=self._train_data,
+                           eval_fn=self._epoch_probe(on_epoch),
+                           teacher_outputs=self._teacher_train_outputs)
 
     def _epoch_probe(self, on_epoch: EpochCallback | None) -> Any:
         """The distiller's per-epoch ``eval_fn``: the student's distillation loss against
@@ -398,32 +368,17 @@ class Task:
                    ) -> Compressed:
         """Build the model ``plan`` describes (no measurement)."""
         plan = self.space.validate(plan)
-        by_tool: dict[str, dict[str, Any]] = {}
-        for name, value in plan.items():
-            tool, target = name.split(":", 1)
-            by_tool.setdefault(tool, {})[target] = value
         graph, params = self.graph, self.params
-        strategies: dict[str, Any] = {}
-        quant: QuantPlan = {}
+        steps: list[tuple[str, ToolStep]] = []
         if self.tool == "distill":
-            graph, params, quant = self._student(strategies)
-            params, strategies["distill"] = self._distill(graph, params, quant,
-                                                          by_tool["distill"], on_epoch)
-        else:
-            if "prune" in by_tool:
-                graph, params, prune_strategy = self._prune(graph, params, by_tool["prune"])
-                if prune_strategy is not None:
-                    strategies["prune"] = prune_strategy
-            recovery = by_tool.get("distill", {})
-            if recovery.get("epochs", 0) > 0:  # compress: fine-tune before calibrating
-                params, strategies["distill"] = self._distill(
-                    graph, params, {}, {**DISTILL_BASELINE, **recovery}, on_epoch)
-            if "quantize" in by_tool:
-                percentile = by_tool.get("calibrate", {}).get("percentile")
-                quant = self._quantize(graph, params, by_tool["quantize"], percentile)
-        if quant:
-            strategies["quantize"] = {k: v.to_json() for k, v in quant.items()}
-        return Compressed(graph, params, quant, strategies)
+            graph, params, steps = self._student_steps()
+        for name in kind_order(self.tool):
+            prefixes = tool_spec(name).dimension_prefixes
+            choices = {k: v for k, v in plan.items() if k.split(":", 1)[0] in prefixes}
+            if choices:
+                steps.append((name, self._plan_step(name, choices)))
+        applied = apply_tools(graph, params, steps, self._tool_context(on_epoch))
+        return Compressed(applied.graph, applied.params, applied.quant, applied.strategies())
 
     def sensitivity(self) -> dict[str, float]:
         """Output error when only that layer is int8-quantized (per-channel, minmax)."""

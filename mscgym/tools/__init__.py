@@ -1,29 +1,20 @@
-"""Compression tools: quantizer, pruner, distiller and collector, with JSON strategies."""
+"""Compression tools: quantizer, pruner, distiller and collector, with JSON strategies.
+
+Each tool is declared once in :mod:`mscgym.tools.registry`; the classes are imported on
+first use."""
 
 from __future__ import annotations
 
-from importlib import import_module
 from typing import Any
 
 from mscgym.compiler.graph import MSCGraph
 from mscgym.tools.base import MSC_TOOL, BaseTool, Params, ToolConfigError
-
-_TOOL_CLASSES = {
-    MSC_TOOL.QUANTIZE: ("mscgym.tools.quantizer", "Quantizer"),
-    MSC_TOOL.PRUNE: ("mscgym.tools.pruner", "Pruner"),
-    MSC_TOOL.DISTILL: ("mscgym.tools.distiller", "Distiller"),
-    MSC_TOOL.COLLECT: ("mscgym.tools.collector", "Collector"),
-}
+from mscgym.tools.registry import tool_spec
 
 
 def tool_class(kind: MSC_TOOL | str) -> type[BaseTool]:
     """The class implementing ``kind`` (imported on first use)."""
-    try:
-        module, name = _TOOL_CLASSES[MSC_TOOL(kind)]
-    except ValueError:
-        known = [k.value for k in MSC_TOOL]
-        raise ToolConfigError(f"unknown tool kind {kind!r}; expected one of {known}") from None
-    return getattr(import_module(module), name)
+    return tool_spec(kind).cls()
 
 
 def create_tool(

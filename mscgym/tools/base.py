@@ -37,10 +37,25 @@ class ToolConfigError(MSCError):
     """A tool config or strategy names an unknown key or layer, or a bad value."""
 
 
+def tool_name(kind: MSC_TOOL | str) -> str:
+    """The name of a tool kind: an ``MSC_TOOL`` member's value, or a registered tool's
+    own name (a tool added through :mod:`mscgym.tools.registry` has no enum member)."""
+    return kind.value if isinstance(kind, Enum) else str(kind)
+
+
+def save_strategy_file(path: str | os.PathLike[str], kind: MSC_TOOL | str, version: int,
+                       graph: str, strategy: dict[str, Any]) -> str:
+    """Write a strategy document (what :meth:`BaseTool.load_strategy` reads) atomically."""
+    document = {"tool": tool_name(kind), "version": version, "graph": graph,
+                "strategy": strategy}
+    atomic_write_text(path, json.dumps(document, indent=2, sort_keys=True))
+    return os.fspath(path)
+
+
 class BaseTool:
     """Base class of the quantizer, pruner, distiller and collector."""
 
-    kind: ClassVar[MSC_TOOL]
+    kind: ClassVar[MSC_TOOL | str]
     strategy_version: ClassVar[int] = 1
 
     def __init__(self, graph: MSCGraph, params: Params, config: dict[str, Any] | None) -> None:
@@ -75,19 +90,17 @@ class BaseTool:
         raise NotImplementedError
 
     def save_strategy(self, path: str | os.PathLike[str]) -> str:
-        document = {"tool": self.kind.value, "version": self.strategy_version,
-                    "graph": self.graph.name, "strategy": self.strategy()}
-        atomic_write_text(path, json.dumps(document, indent=2, sort_keys=True))
-        return os.fspath(path)
+        return save_strategy_file(path, self.kind, self.strategy_version, self.graph.name,
+                                  self.strategy())
 
     def load_strategy(self, path: str | os.PathLike[str]) -> None:
         where = os.fspath(path)
         document = read_json(where, ToolConfigError, "strategy file")
         if not isinstance(document, dict):
             raise ToolConfigError(f"strategy file {where}: expected a JSON object")
-        if document.get("tool") != self.kind.value:
+        if document.get("tool") != tool_name(self.kind):
             raise ToolConfigError(f"strategy file {where}: is for tool {document.get('tool')!r}, "
-                                  f"expected {self.kind.value!r}")
+                                  f"expected {tool_name(self.kind)!r}")
         if document.get("version") != self.strategy_version:
             raise ToolConfigError(f"strategy file {where}: version {document.get('version')!r} "
                                   f"is not supported (expected {self.strategy_version})")

@@ -25,7 +25,7 @@ from mscgym.tasks.cache import fingerprint
 from mscgym.tasks.measure import Compressed
 from mscgym.tasks.metrics import Metrics
 from mscgym.tasks.sources import TaskData, zoo_data_for
-from mscgym.tasks.task import Task
+from mscgym.tasks.task import Task, space_options
 
 TaskSpec = dict[str, Any]
 
@@ -73,13 +73,6 @@ def spec_baseline(spec: TaskSpec) -> Metrics:
     return Metrics.from_json(spec["baseline"])
 
 
-def _space_choices(space: list[dict[str, Any]], tool: str) -> list[Any] | None:
-    for dim in space:
-        if str(dim["name"]).startswith(f"{tool}:"):
-            return list(dim["choices"])
-    return None
-
-
 def _first_difference(expected: dict[str, Any], found: dict[str, Any]) -> str:
     for key in sorted(set(expected) | set(found)):
         if expected.get(key) != found.get(key):
@@ -91,13 +84,7 @@ def task_from_spec(spec: TaskSpec) -> Task:
     """Rebuild the task ``spec`` describes, refusing one that describes itself differently."""
     desc = spec["task"]
     model = _model_arg(desc["model"])
-    kwargs: dict[str, Any] = {}
-    quant_choices = _space_choices(desc["space"], "quantize")
-    if quant_choices is not None:
-        kwargs["quant_choices"] = quant_choices
-    densities = _space_choices(desc["space"], "prune")
-    if densities is not None:
-        kwargs["densities"] = densities
+    kwargs: dict[str, Any] = dict(space_options(desc["space"]))
     task = Task(model, desc["tool"], data=_data_arg(model, desc["data"]),
                 scorer=desc["scorer"]["name"], scorer_options=desc["scorer"]["options"],
                 runner=desc["runner"], device=desc["device"],
