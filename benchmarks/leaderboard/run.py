@@ -9,20 +9,32 @@ optional dependency is missing (``rl`` without stable-baselines3) are skipped wi
 note rather than failing the whole run. ``leaderboard.json`` and ``leaderboard.md`` in
 ``--out`` are rewritten after every run, so an interrupted run keeps what it finished.
 
+Every best record is validated in a fresh process. A complete run of the default
+configuration writes its tables into docs/LEADERBOARD.md (the section between the
+``full-board`` markers); ``--publish DOC`` / ``--no-publish`` choose otherwise.
+``benchmarks/leaderboard/estimate.py`` predicts the run time from a few evaluations.
+
 Run: python benchmarks/leaderboard/run.py [--out leaderboard-full] [--budgets 16,64]
-     [--agents random,greedy] [--tasks quantize/resnet18,...]
+     [--agents random,greedy] [--tasks quantize/resnet18,...] [--publish DOC.md]
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 import sys
+import time
+from pathlib import Path
 
 from mscgym.compiler.errors import MSCError
 from mscgym.leaderboard import FULL, TASKS, make_agent, run_leaderboard, to_markdown
+from mscgym.leaderboard.report import publish
+
+DOC = Path(__file__).resolve().parents[2] / "docs" / "LEADERBOARD.md"
 
 DEFAULT_BUDGETS = (16,)
+DEFAULT_TASKS = tuple(name for name in FULL.tasks if TASKS[name].runner == "onnxruntime")
 
 
 def _available(agents: tuple[str, ...]) -> tuple[str, ...]:
@@ -43,15 +55,27 @@ def main() -> int:
     parser.add_argument("--out", default="leaderboard-full")
     parser.add_argument("--budgets", default=",".join(map(str, DEFAULT_BUDGETS)))
     parser.add_argument("--agents", default=",".join(FULL.agents))
-    parser.add_argument("--tasks", default=",".join(
-        name for name in FULL.tasks if TASKS[name].runner == "onnxruntime"))
+    parser.add_argument("--tasks", default=",".join(DEFAULT_TASKS))
+    parser.add_argument("--publish", metavar="DOC.md",
+                        help="write the tables into this doc's full-board section (default: "
+                             "docs/LEADERBOARD.md when the default configuration ran)")
+    parser.add_argument("--no-publish", action="store_true", help="write no doc")
     args = parser.parse_args()
+    default = (args.budgets, args.agents, args.tasks) == (
+        parser.get_default("budgets"), parser.get_default("agents"),
+        parser.get_default("tasks"))
+    doc = None if args.no_publish else args.publish or (DOC if default else None)
+    machine = f"{os.cpu_count()} CPUs (load average {os.getloadavg()[0]:.1f} at the start)"
+    when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
 
     config = dataclasses.replace(
         FULL, budgets=tuple(int(b) for b in args.budgets.split(",")),
         agents=_available(tuple(args.agents.split(","))), tasks=tuple(args.tasks.split(",")))
     board = run_leaderboard(config, args.out, log=lambda line: print(line, flush=True))
     print(to_markdown(board))
+    if doc is not None and board.complete:
+        publish(board, doc, when, machine)
+        print(f"published the tables into {doc}")
     return 0 if all(run.validated for run in board.runs) else 1
 
 

@@ -15,6 +15,8 @@ __all__ = lazy_exports(__name__, {
     "mscgym.leaderboard.report": ("to_json", "to_markdown", "write_outputs"),
     "mscgym.leaderboard.results": ("AgentSummary", "RunResult", "geomean", "speedup",
                                    "summarize"),
-    "mscgym.leaderboard.runner": ("Leaderboard", "audit", "run_leaderboard", "run_one"),
+    "mscgym.leaderboard.runner": ("Leaderboard", "audit", "run_leaderboard", "run_one",
+                                  "search_one", "validate_runs"),
+    "mscgym.leaderboard.fresh": ("validate_fresh",),
     "mscgym.leaderboard.tasks": ("QUICK_TASKS", "TASKS", "LeaderboardTask", "get_tasks"),
 })

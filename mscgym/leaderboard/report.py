@@ -8,6 +8,7 @@ import os
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
+from mscgym.compiler.errors import MSCError
 from mscgym.leaderboard.results import AgentSummary, RunResult, summarize
 from mscgym.leaderboard.tasks import SCORER, SEED
 from mscgym.records.record import package_versions
@@ -73,6 +74,63 @@ def runs_table(runs: Sequence[RunResult]) -> list[str]:
                   "<><>><<>><", rows)
 
 
+def task_matrix(runs: Sequence[RunResult], budget: int) -> list[str]:
+    """One budget as agents x tasks: each task's counted speed-up, then the geomean,
+    feasible tasks, evaluations, search wall time and whether every record validated."""
+    summaries = [s for s in summarize(runs) if s.budget == budget]
+    tasks = sorted({r.task for r in runs if r.budget == budget})
+    cells = {(r.agent, r.task): r for r in runs if r.budget == budget}
+    rows = []
+    for rank, summary in enumerate(summaries, start=1):
+        per_task = []
+        for task in tasks:
+            run = cells.get((summary.agent, task))
+            per_task.append("-" if run is None else _speedup_cell(run))
+        rows.append((str(rank), summary.agent, *per_task, f"**{summary.geomean_speedup:.3f}x**",
+                     f"{summary.feasible}/{summary.tasks}", str(summary.evaluations),
+                     f"{summary.wall_seconds:.0f}", "yes" if summary.validated else "**no**"))
+    return _table(("rank", "agent", *(f"`{t}`" for t in tasks), "geomean", "feasible",
+                   "evaluations", "search wall (s)", "validated"),
+                  "><" + ">" * len(tasks) + ">>>><", rows)
+
+
+PUBLISH_START = "<!-- full-board:start (written by benchmarks/leaderboard/run.py) -->"
+PUBLISH_END = "<!-- full-board:end -->"
+
+
+def published_section(board: Leaderboard, when: str, machine: str) -> str:
+    """The Markdown a full run puts into docs/LEADERBOARD.md between the markers."""
+    lines = [PUBLISH_START, "",
+             f"Full board of {when} on {machine}: {len(board.runs)} runs "
+             f"({'complete' if board.complete else 'INCOMPLETE'}), {board.wall_seconds / 60:.1f} "
+             f"min in all, seed {SEED}, latency = median of {board.config.profile_repeat} timed "
+             "runs. Cells: the best plan's speed-up over the float model on that task "
+             "(`1.000x*` = outside the bound, raw speed-up in brackets); every best record "
+             "was re-validated in a fresh process (`validated`).", ""]
+    for budget in sorted({r.budget for r in board.runs}):
+        lines += [f"**Budget {budget}**", "", *task_matrix(board.runs, budget), ""]
+    problems = [f"- {r.agent} on {r.task} (budget {r.budget}): {p}"
+                for r in board.runs for p in r.problems]
+    if problems:
+        lines += ["Problems:", "", *problems, ""]
+    lines.append(PUBLISH_END)
+    return "\n".join(lines)
+
+
+def publish(board: Leaderboard, doc: str | os.PathLike[str], when: str, machine: str) -> None:
+    """Replace the section between :data:`PUBLISH_START` and :data:`PUBLISH_END` in
+    ``doc`` with this board's tables (atomically); a doc without the markers is an error
+    rather than a silently appended table."""
+    with open(doc, encoding="utf-8") as handle:
+        text = handle.read()
+    start, end = text.find(PUBLISH_START), text.find(PUBLISH_END)
+    if start < 0 or end < start:
+        raise MSCError(f"{os.fspath(doc)}: no '{PUBLISH_START}' ... '{PUBLISH_END}' section "
+                       "to publish the board into")
+    atomic_write_text(doc, text[:start] + published_section(board, when, machine)
+                      + text[end + len(PUBLISH_END):])
+
+
 def to_markdown(board: Leaderboard) -> str:
     config = board.config
     tasks = ", ".join(f"`{t.name}` ({t.bound})" for t in board.tasks)
@@ -93,6 +151,8 @@ def to_markdown(board: Leaderboard) -> str:
     for budget in sorted({s.budget for s in summaries}):
         lines += [f"## Budget {budget}", "",
                   *summary_table([s for s in summaries if s.budget == budget]), ""]
+    for budget in sorted({r.budget for r in board.runs}):
+        lines += [f"## Per task, budget {budget}", "", *task_matrix(board.runs, budget), ""]
     lines += ["## Runs", "", *runs_table(board.runs), ""]
     problems = [f"- {r.agent} on {r.task} (budget {r.budget}): {p}"
                 for r in board.runs for p in r.problems]

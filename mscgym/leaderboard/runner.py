@@ -5,8 +5,10 @@ measurements, and each measures its own baseline), searches it, writes the best
 plan's record and the search history, and checks the result twice: an audit that
 the agent kept the rules (budget, scorer, no evaluations behind the evaluator's
 back), and :func:`mscgym.records.replay.validate`, which rebuilds the task from the
-record and re-measures the plan. The JSON and Markdown outputs are rewritten after
-every run, so an interrupted leaderboard leaves the runs it finished.
+record and re-measures the plan, in a fresh Python process (:mod:`.fresh`: one per
+task and budget, after its agents ran), so nothing the searching process holds can
+stand in for the record. The JSON and Markdown outputs are rewritten after every
+task's runs, so an interrupted leaderboard leaves the runs it finished and validated.
 """
 
 from __future__ import annotations
@@ -23,10 +25,10 @@ from mscgym.agents import SearchResult
 from mscgym.compiler.errors import MSCError
 from mscgym.leaderboard.config import LeaderboardConfig
 from mscgym.leaderboard.entrants import make_agent
+from mscgym.leaderboard.fresh import validate_fresh
 from mscgym.leaderboard.report import write_outputs
 from mscgym.leaderboard.results import RunResult, speedup
 from mscgym.leaderboard.tasks import LeaderboardTask, get_tasks
-from mscgym.records.replay import validate
 from mscgym.tasks.task import Task
 from mscgym.utils.files import atomic_write_text
 
@@ -80,9 +82,11 @@ def audit(result: SearchResult, task: Task, budget: int) -> list[str]:
     return problems
 
 
-def run_one(board_task: LeaderboardTask, agent_name: str, budget: int, out: str,
-            profile_repeat: int) -> RunResult:
-    """Search ``board_task`` with ``agent_name`` under ``budget``; write and check it."""
+def search_one(board_task: LeaderboardTask, agent_name: str, budget: int, out: str,
+               profile_repeat: int) -> RunResult:
+    """Search ``board_task`` with ``agent_name`` under ``budget``, write the record and
+    history, and audit the result; the record is not validated yet (``validated`` is
+    False until :func:`apply_validation` adds what a fresh process found)."""
     task = board_task.build(profile_repeat)
     result = make_agent(agent_name).search(task, budget)
     name = f"{slug(board_task.name)}_b{budget}.json"
@@ -91,13 +95,6 @@ def run_one(board_task: LeaderboardTask, agent_name: str, budget: int, out: str,
     result.best_record.save(record_path)
     atomic_write_text(history_path, json.dumps(result.to_json(), indent=1, sort_keys=True))
     problems = audit(result, task, budget)
-    try:
-        report = validate(record_path)
-        problems += [f"{metric} does not hold when re-measured" for metric in report.failed]
-        if report.score is not None and not report.score.holds:
-            problems.append(report.score.describe())
-    except MSCError as err:
-        problems.append(f"the record does not validate: {err}")
     baseline, best = task.baseline, result.best_metrics
     return RunResult(
         agent=agent_name, task=board_task.name, budget=budget,
@@ -106,9 +103,31 @@ def run_one(board_task: LeaderboardTask, agent_name: str, budget: int, out: str,
         speedup=speedup(baseline.latency_ms, best.latency_ms),
         feasible=board_task.feasible(best, baseline), best_score=result.best_score,
         evaluations=result.evaluations, steps=len(result.history),
-        wall_seconds=result.wall_seconds, validated=not problems, problems=problems,
+        wall_seconds=result.wall_seconds, validated=False, problems=problems,
         best_plan=result.best_plan, record=os.path.relpath(record_path, out),
         history=os.path.relpath(history_path, out))
+
+
+def apply_validation(run: RunResult, problems: list[str]) -> RunResult:
+    """Add the validation's ``problems`` to ``run``; validated when none are left."""
+    run.problems = [*run.problems, *problems]
+    run.validated = not run.problems
+    return run
+
+
+def validate_runs(runs: list[RunResult], out: str) -> list[RunResult]:
+    """Validate the runs' records in one fresh process (see :mod:`.fresh`)."""
+    paths = [os.path.join(out, run.record) for run in runs]
+    found = validate_fresh(paths)
+    return [apply_validation(run, found[path]) for run, path in zip(runs, paths, strict=True)]
+
+
+def run_one(board_task: LeaderboardTask, agent_name: str, budget: int, out: str,
+            profile_repeat: int) -> RunResult:
+    """Search ``board_task`` with ``agent_name`` under ``budget``; write the record and
+    validate it in a fresh process."""
+    return validate_runs([search_one(board_task, agent_name, budget, out, profile_repeat)],
+                         os.fspath(out))[0]
 
 
 def _check(config: LeaderboardConfig) -> list[LeaderboardTask]:
@@ -141,13 +160,19 @@ def run_leaderboard(config: LeaderboardConfig, out: str | os.PathLike[str],
     total = len(board.tasks) * len(config.budgets) * len(config.agents)
     for board_task in board.tasks:
         for budget in config.budgets:
+            searched = []
             for agent_name in config.agents:
-                run = run_one(board_task, agent_name, budget, out, config.profile_repeat)
+                searched.append(search_one(board_task, agent_name, budget, out,
+                                           config.profile_repeat))
+                if log is not None:
+                    log(f"  searched: {agent_name} on {board_task.name} (budget {budget}) in "
+                        f"{searched[-1].wall_seconds:.1f} s; validated with the task's others")
+            for run in validate_runs(searched, out):
                 board.runs.append(run)
-                board.wall_seconds = time.perf_counter() - start
-                write_outputs(board, out)
                 if log is not None:
                     log(_progress_line(run, len(board.runs), total))
+            board.wall_seconds = time.perf_counter() - start
+            write_outputs(board, out)
     return board
 
 
