@@ -14,6 +14,8 @@ from pathlib import Path
 
 import pytest
 
+from mscgym.agents import create_agent
+from mscgym.leaderboard.entrants import UNIFORM_QUANT, make_agent, uniform_quant
 from mscgym.records import load_record, make_record, validate
 from mscgym.records.policy import PAIRED_SPEEDUP_TOLERANCE, policy_tolerances
 from mscgym.records.replay import check_metric
@@ -89,9 +91,15 @@ def test_baseline_paired_speedup_is_one_and_the_reference_is_kept(task: Task) ->
     assert again.paired_speedup == 1.0
 
 
-def test_quantize_space_tries_uint8_activations_first_on_onnxruntime(task: Task) -> None:
+def test_small_budgets_reach_uint8_activations_on_onnxruntime(task: Task) -> None:
     dim = task.space.dims[0]
     assert dim.choices[:3] == ("float", "uint8a_channel_minmax", "int8_channel_minmax")
+    grid = create_agent("grid", progress=False).search(task, 2)
+    assert [set(h["plan"].values()) for h in grid.history] == [
+        {"float"}, {"uint8a_channel_minmax"}]
+    uniform = make_agent("uniform-int8").search(task, 2)
+    assert set(uniform.history[-1]["plan"].values()) == {"uint8a_channel_minmax"}
+    assert uniform_quant(task, ("float", "int8_channel_minmax")) == UNIFORM_QUANT
 
 
 def test_latency_check_covers_the_paired_speedup() -> None:
