@@ -3,9 +3,11 @@
 For each zoo model (224x224, batch 1) it builds seven variants and measures them
 interleaved in the same run (see ``common.interleaved_latency``):
 
-* int8 vs fp32 on ONNX Runtime: per-channel int8 weights, per-tensor int8 activations,
-  calibrated by the Quantizer through the RuntimeManager loop on the zoo's calibration
-  batches; the runner emits QDQ that ONNX Runtime fuses into int8 kernels;
+* int8 vs fp32 on ONNX Runtime: the Quantizer's ONNX Runtime x86 form (``target:
+  onnxruntime``: per-channel int8 weights, per-tensor uint8 asymmetric activations, every
+  activation between int8 kernels planned), calibrated through the RuntimeManager loop on
+  the zoo's calibration batches; the runner emits QDQ that ONNX Runtime fuses into int8
+  kernels;
 * pruned (Pruner, density 0.5, round_to 8) vs dense on torch, TVM and ONNX Runtime;
 * TVM vs torch eager (the dense model).
 
@@ -46,7 +48,7 @@ def benchmark_model(name: str, args: argparse.Namespace,
     """Build, check and time the variants of one model; returns its results."""
     started = time.perf_counter()
     entry, graph, params = common.load_model(name)
-    config = common.quantizer_config()
+    config = {"target": "onnxruntime", **common.quantizer_config("uint8", symmetric=False)}
     plan = common.calibrate(graph, params, common.calibration_arrays(entry), config)
     pruned_graph, pruned_params = common.prune(graph, params, DENSITY, ROUND_TO)
     dense_cost, pruned_cost = model_cost(graph), model_cost(pruned_graph)
@@ -140,8 +142,9 @@ def main() -> None:
           "candidate) on the held-out crops (eval_inputs)")
     for result in results:
         prune = result["prune"]
-        print(f"{result['model']}: int8 = {result['quantized_layers']} layers, per-channel "
-              f"weights + per-tensor activations (minmax); ORT kernels: "
+        print(f"{result['model']}: int8 = {result['quantized_layers']} planned nodes "
+              f"(kernels and the adds/pools between them), per-channel int8 weights + "
+              f"per-tensor uint8 activations (minmax, target onnxruntime); ORT kernels: "
               f"{common.kernel_summary(result['int8_kernels'])}")
         dense, pruned = prune["dense"], prune["pruned"]
         print(f"{result['model']}: pruned (density {prune['density']}, round_to "
