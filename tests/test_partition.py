@@ -308,3 +308,67 @@ def test_a_host_op_tvm_cannot_differentiate_is_named() -> None:
     with pytest.raises(MSCError, match=r"host segment 'tvm0' \(\['relax.sort'\]\): TVM cannot "
                                        r"differentiate it.*relax.sort"):
         host_vjp(builder.get()["tvm0"], "tvm0")
+
+
+class TwoBranchNet(torch.nn.Module):
+    """Two convs of the input, each through a TVM cumsum, added: the convs do not depend
+    on each other, so they share one ONNX Runtime region."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv1 = torch.nn.Conv2d(1, 8, 3, padding=1)
+        self.conv2 = torch.nn.Conv2d(1, 8, 3, padding=1)
+        self.fc = torch.nn.Linear(8 * 8 * 8, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        a = torch.cumsum(torch.relu(self.conv1(x)), dim=3)
+        b = torch.cumsum(torch.relu(self.conv2(x)), dim=2)
+        return self.fc((a + b).flatten(1))
+
+
+def test_independent_branches_share_a_region_which_tvms_merge_keeps_apart() -> None:
+    from tvm.relax.dpl import is_op, wildcard
+
+    torch.manual_seed(0)
+    net = TwoBranchNet().eval()
+    inputs = torch.randn(8, 1, 8, 8)
+    _, mod, params = _relax_of(net, inputs)
+    host, graphs, config = msc_transform(mod, params, target="onnxruntime")
+    assert [f"{s.name}:{s.target}" for s in segments_of(host)] == [
+        "region0:onnxruntime", "tvm0:tvm", "region1:onnxruntime"]
+    # TVM's own grouping (one pattern per call the target runs, then
+    # MergeCompositeFunctions) merges only along producer -> consumer edges: each conv
+    # branch stays a region of its own, three ORT sessions where ours has two
+    calls: set[tuple[str, int]] = set()
+    normalized = normalize(mod, params)
+    relax.analysis.post_order_visit(normalized["main"], lambda e: calls.add(
+        (str(e.op.name), len(e.args))) if isinstance(e, relax.Call) and isinstance(
+            e.op, tvm.ir.Op) else None)
+    patterns = [(f"onnxruntime.{op}", is_op(op)(*[wildcard() for _ in range(n)]))
+                for op, n in sorted(calls) if op in target_ops("onnxruntime")]
+    merged = relax.transform.MergeCompositeFunctions()(relax.transform.FuseOpsByPattern(
+        patterns, bind_constants=True, annotate_codegen=False)(normalized))
+    codegen = [gv for gv in merged.get_global_vars() if merged[gv].attrs is not None
+               and "Codegen" in merged[gv].attrs]
+    assert len(graphs) == 2 and len(codegen) == 3
+
+    rt = create_runtime_manager(host, params, config)
+    rt.load_model()
+    with torch.no_grad():
+        np.testing.assert_allclose(rt.run(inputs.numpy())[0], net(inputs).numpy(), atol=1e-5,
+                                   rtol=1e-5)
+    # the add ties both convs into one channel group, through both host cumsums
+    pruner = rt.create_tool(MSC_TOOL.PRUNE, {"density": 0.5})
+    (group,) = [g for g in pruner.groups() if g["prunable"]]
+    assert sorted(group["layers"]) == ["conv1", "conv2"]
+    rt.load_model()
+    keep = pruner.strategy()["groups"][0]["keep"]
+    conv = torch.nn.functional.conv2d
+    with torch.no_grad():
+        a = torch.cumsum(torch.relu(conv(inputs, net.conv1.weight[keep], net.conv1.bias[keep],
+                                         padding=1)), dim=3)
+        b = torch.cumsum(torch.relu(conv(inputs, net.conv2.weight[keep], net.conv2.bias[keep],
+                                         padding=1)), dim=2)
+        fc = net.fc.weight.reshape(10, 8, 64)[:, keep].reshape(10, -1)
+        reference = torch.nn.functional.linear((a + b).flatten(1), fc, net.fc.bias).numpy()
+    np.testing.assert_allclose(rt.run(inputs.numpy())[0], reference, atol=1e-5, rtol=1e-5)

@@ -6,17 +6,19 @@ and run on TVM. Each runner declares the ops it supports (:func:`target_ops`): O
 Runtime the ONNX codegen's op table, TensorRT the patterns of TVM's own
 ``relax.backend.contrib.tensorrt``, TVM and torch every op MSCGraph translates.
 
-The partition walks the function's bindings in order (a topological order) and cuts it
-into maximal runs of same-placed bindings, so every segment only reads values of the
-segments before it. The result is an ordinary Relax module, the *host*: one function per
-segment (attributes: ``msc_target``, where it runs; ``msc_region``, whether it is a
-region) and a ``main`` that calls them in order. Built by TVM alone it computes the same
+The partition orders the function's bindings topologically, keeping same-placed ones
+together (independent branches join one region), and cuts them into maximal runs of
+same-placed bindings, so every segment only reads values of the segments before it.
+The result is an ordinary Relax module, the *host*: one function per segment
+(attributes: ``msc_target``, where it runs; ``msc_region``, whether it is a region)
+and a ``main`` that calls them in order. Built by TVM alone it computes the same
 as the input, and :func:`segments_of` reads the segments back from it.
 """
 
 from __future__ import annotations
 
 import functools
+import heapq
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -111,6 +113,39 @@ def _place(bindings: Sequence[relax.Binding], supports: Callable[[str], bool]) -
     return placed
 
 
+def _grouped_order(bindings: Sequence[relax.Binding], placed: Sequence[str]) -> list[int]:
+    """A topological order of ``bindings`` that keeps same-placed ones together: while a
+    binding of the current placement is ready (its inputs computed) it comes next, the
+    earliest first; only then does the order switch placement. So independent branches
+    share a region (``conv_a(x)``, ``cumsum``, ``conv_b(x)`` gives one region holding
+    both convs, not two), as a dependency-aware merge (TVM's ``MergeCompositeFunctions``)
+    groups them."""
+    index = {b.var: i for i, b in enumerate(bindings)}
+    users: list[list[int]] = [[] for _ in bindings]
+    waiting = []
+    for i, binding in enumerate(bindings):
+        deps = {index[v] for v in _free_vars([binding.value]) if v in index}
+        for j in deps:
+            users[j].append(i)
+        waiting.append(len(deps))
+    ready: dict[str, list[int]] = {_REGION: [], _HOST: []}
+    for i, count in enumerate(waiting):
+        if count == 0:
+            heapq.heappush(ready[placed[i]], i)
+    order: list[int] = []
+    current = placed[0] if placed else _REGION
+    while len(order) < len(bindings):
+        if not ready[current]:
+            current = _HOST if current == _REGION else _REGION
+        pick = heapq.heappop(ready[current])
+        order.append(pick)
+        for user in users[pick]:
+            waiting[user] -= 1
+            if waiting[user] == 0:
+                heapq.heappush(ready[placed[user]], user)
+    return order
+
+
 def _free_vars(exprs: Iterable[relax.Expr]) -> list[relax.Var]:
     seen: dict[relax.Var, None] = {}
     for expr in exprs:
@@ -154,6 +189,8 @@ def partition(mod: tvm.IRModule, target: str, entry_name: str = "main") -> tvm.I
         raise MSCError(f"partition: {entry_name!r} has match_cast bindings, which regions "
                        "cannot split")
     placed = _place(bindings, region_supports(target))
+    order = _grouped_order(bindings, placed)
+    bindings, placed = [bindings[i] for i in order], [placed[i] for i in order]
     runs: list[tuple[str, list[relax.VarBinding]]] = []
     for binding, where in zip(bindings, placed, strict=True):
         if runs and runs[-1][0] == where:
