@@ -13,10 +13,13 @@ from typing import Any
 
 import numpy as np
 import pytest
+import torch
 import tvm
 from tvm import relax
 
+from mscgym.compiler.codegen.torch_codegen import to_torch
 from mscgym.compiler.errors import GraphError, GraphFormatError
+from mscgym.compiler.graph import MSCGraph, MSCNode, MSCTensor
 from mscgym.compiler.graph_translator import from_relax
 from mscgym.compiler.serialize import load_graph
 from mscgym.compiler.shape_check import check_graph
@@ -275,3 +278,17 @@ def test_conv_transpose_inference_matches_relax(strides: Any, padding: Any,
     node.outputs[0].shape = (*node.output.shape[:3], node.output.shape[3] + 1)
     with pytest.raises(GraphError, match=r"\(nn.conv2d_transpose\): output is .* give"):
         check_graph(graph)
+
+
+def test_reshape_zero_copies_the_input_dim_in_the_torch_codegen_too() -> None:
+    """The checker reads a target's 0 as Relax does, and so does the torch codegen."""
+    data = MSCNode("a", "input", [], [MSCTensor("a", "float32", ("n", 3, 5))])
+    reshape = MSCNode("r", "reshape", ["a"], [MSCTensor("r:0", "float32", ("n", 15))],
+                      args=[{"kind": "input", "index": 0},
+                            {"kind": "shape", "value": [0, -1]}])
+    graph = MSCGraph("g", [data, reshape], ["a"], ["r:0"])
+    check_graph(graph)
+    x = np.arange(60, dtype="float32").reshape(4, 3, 5)
+    out = to_torch(graph, {})(torch.from_numpy(x))
+    np.testing.assert_array_equal((out[0] if isinstance(out, tuple) else out).numpy(),
+                                  x.reshape(4, 15))

@@ -290,7 +290,8 @@ def _prims(node: MSCNode, arg: Any, what: str) -> list[Dim]:
     out: list[Dim] = []
     for item in items:
         value = item.get("value") if isinstance(item, dict) else None
-        if item.get("kind") != "prim" or not (_is_int(value) or isinstance(value, str)) or (
+        if not isinstance(item, dict) or item.get("kind") != "prim" or not (
+                _is_int(value) or isinstance(value, str)) or (
                 isinstance(value, str) and not str(item.get("dtype", "")).startswith("int")):
             raise _fail(node, f"its {what} argument holds {item!r}, expected integers")
         out.append(value)

@@ -693,7 +693,16 @@ def _reduce(fn: Callable[..., Any]) -> Emitter:
 
 
 def _reshape(b: _Builder, node: MSCNode, args: list[Any]) -> fx.Node:
-    return b._call(torch.reshape, args[0], args[1], name=node.name)
+    # Relax's reshape (the IR's): a 0 in the target is the input's dim at that axis
+    target = next((a["value"] for a in node.args if a["kind"] == "shape"), [])
+    source = b._in_shape(node)
+    shape = [b._dim(node, source[i]) if _is_zero(d) and i < len(source) else v
+             for i, (d, v) in enumerate(zip(target, args[1], strict=True))] or args[1]
+    return b._call(torch.reshape, args[0], shape, name=node.name)
+
+
+def _is_zero(dim: Any) -> bool:
+    return type(dim) is int and dim == 0
 
 
 def _broadcast_to(b: _Builder, node: MSCNode, args: list[Any]) -> fx.Node:
