@@ -52,6 +52,7 @@ from tvm.s_tir.meta_schedule.runner.utils import run_evaluator_common
 from mscgym.compiler.errors import MSCError
 from mscgym.runtime import tuning_ledger
 from mscgym.runtime.cache import runtime_cache_dir
+from mscgym.utils.files import atomic_write_text, read_json
 
 DEFAULT_TRIALS = 32
 """Trials per new workload when a build asks for tuning without a budget."""
@@ -203,9 +204,11 @@ def tune(fused: tvm.IRModule, target: tvm.target.Target, db_path: Path,
     database = open_database(db_path)
     tasks = extract_tasks(fused, target)
     report = TuningReport(str(target), str(db_path), workloads=len(tasks))
-    # A workload measured with fewer trials than asked (a search's small budget) is
-    # tuned again with the full budget; the search reuses its earlier measurements.
-    new = [t for t in tasks if _measured(database, t, trials) < trials]
+    # A workload tuned with a smaller budget than asked (a search's few trials) is tuned
+    # again with the full budget; MetaSchedule reuses its earlier measurements.
+    budgets = _read_budgets(db_path)
+    new = [t for t in tasks if not _has_record(database, t, target)
+           or budgets.get(_workload_key(t), _measured(database, t, trials)) < trials]
     report.already_tuned = len(tasks) - len(new)
     report.names = [t.task_name for t in new]
     if not new:
@@ -244,7 +247,33 @@ def tune(fused: tvm.IRModule, target: tvm.target.Target, db_path: Path,
     report.trials = measured[0]
     report.tuned = sum(_has_record(database, t, target) for t in new)
     tuning_ledger.add(report.tuned, report.trials, report.seconds)
+    if not report.interrupted:
+        budgets = _read_budgets(db_path)
+        for t in new:
+            if _has_record(database, t, target):
+                key = _workload_key(t)
+                budgets[key] = max(budgets.get(key, 0), trials)
+        atomic_write_text(db_path / BUDGETS_FILE, json.dumps(budgets, indent=0, sort_keys=True))
     return report
+
+
+BUDGETS_FILE = "trial_budgets.json"
+"""Per workload (structural hash), the largest trial budget it was tuned with: a workload
+whose design space holds fewer candidates than the budget is not tuned again each build."""
+
+
+def _workload_key(task: Any) -> str:
+    return str(tvm.ir.structural_hash(task.dispatched[0]))
+
+
+def _read_budgets(db_path: Path) -> dict[str, int]:
+    path = db_path / BUDGETS_FILE
+    if not path.exists():
+        return {}
+    budgets = read_json(path, MSCError, "tuning budgets")
+    if not all(isinstance(v, int) for v in budgets.values()):
+        raise MSCError(f"tuning budgets {path}: expected workload hash -> trials (integers)")
+    return budgets
 
 
 def _measured(database: Any, task: Any, cap: int) -> int:

@@ -9,8 +9,17 @@ the dlight default GPU schedules (``tvm.s_tir.dlight``) while legalizing.
 On the CPU the runner builds for the host (``llvm`` with the detected ``mcpu`` and core
 count) and applies MetaSchedule's tuned schedules from the persistent database of
 :mod:`mscgym.runtime.tuning`; with ``tune={"trials": N}`` it first tunes the workloads
-the database lacks. ``build_info`` says which target was built and how many workloads
-ran tuned schedules; the database contents are part of the library's cache key.
+the database lacks (each distinct workload once: a later build, in any process, finds
+the records). Kernels without a record get the ``fallback`` schedule: TVM's default
+lowering or dlight's CPU rules. ``build_info`` says which target was built, how many
+workloads had records and how many kernels ran tuned, fallback or default schedules;
+the database contents are part of the library's cache key.
+
+MetaSchedule tunes static shapes, so a graph with a symbolic batch gets two builds on
+the CPU: the symbolic one runs batched inputs, and a static batch-1 build (tuned, and
+reported under ``build_info["batch1"]``) runs batch-1 inputs, which is what latency is
+profiled on. ``mscgym search --runner tvm`` tunes each new workload with a small budget
+(``--tune-trials``); the search summary reports the tuning it paid.
 """
 
 from __future__ import annotations
