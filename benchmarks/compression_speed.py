@@ -16,7 +16,11 @@ Speed-up = baseline median / candidate median. The distill loss of each candidat
 held-out crops (``eval_inputs``), so every speed-up comes with its quality cost.
 
 Run: python benchmarks/compression_speed.py [--models resnet18,mobilenetv2]
-         [--repeat 30] [--warmup 5] [--budget 40] [--threads N] [--json OUT]
+         [--repeat 30] [--warmup 5] [--budget 40] [--threads N] [--only int8,pruned,tvm]
+         [--json OUT]
+
+``--only int8`` builds and times just fp32 and int8 on ONNX Runtime (the untuned TVM
+build of a 224x224 model takes seconds a run, most of a full run's time).
 """
 
 from __future__ import annotations
@@ -41,18 +45,23 @@ COMPARISONS = (
     ("pruned vs dense", "onnxruntime", "onnxruntime/fp32", "onnxruntime/pruned"),
     ("tvm vs torch eager", "dense", "torch/dense", "tvm/dense"),
 )
+GROUPS = {"int8": "int8 vs fp32", "pruned": "pruned vs dense", "tvm": "tvm vs torch eager"}
+"""``--only`` names: the comparisons of each group (and only the variants they need)."""
 
 
 def benchmark_model(name: str, args: argparse.Namespace,
                     options: dict[str, dict[str, Any]]) -> dict[str, Any]:
     """Build, check and time the variants of one model; returns its results."""
+    comparisons = [c for c in COMPARISONS if c[0] in {GROUPS[g] for g in args.only}]
+    needed = {label for c in comparisons for label in c[2:]}
     started = time.perf_counter()
     entry, graph, params = common.load_model(name)
     config = {"target": "onnxruntime", **common.quantizer_config("uint8", symmetric=False)}
-    plan = common.calibrate(graph, params, common.calibration_arrays(entry), config)
+    plan = (common.calibrate(graph, params, common.calibration_arrays(entry), config)
+            if "onnxruntime/int8" in needed else {})
     pruned_graph, pruned_params = common.prune(graph, params, DENSITY, ROUND_TO)
     dense_cost, pruned_cost = model_cost(graph), model_cost(pruned_graph)
-    variants = {
+    every = {
         "onnxruntime/fp32": ("onnxruntime", graph, params, {}),
         "onnxruntime/int8": ("onnxruntime", graph, params, plan),
         "onnxruntime/pruned": ("onnxruntime", pruned_graph, pruned_params, {}),
@@ -61,6 +70,7 @@ def benchmark_model(name: str, args: argparse.Namespace,
         "tvm/dense": ("tvm", graph, params, {}),
         "tvm/pruned": ("tvm", pruned_graph, pruned_params, {}),
     }
+    variants = {label: variant for label, variant in every.items() if label in needed}
     teacher = common.float_outputs(entry, entry.eval_inputs)
     eval_inputs = entry.eval_inputs.numpy()
     sample = [eval_inputs[:1].copy()]
@@ -73,9 +83,9 @@ def benchmark_model(name: str, args: argparse.Namespace,
     latency = common.interleaved_latency(
         {label: common.runner_call(r, sample) for label, r in runners.items()},
         args.repeat, args.warmup, args.budget)
-    int8_kernels = common.ort_kernels(onnx_bytes(graph, params, plan))
+    int8_kernels = common.ort_kernels(onnx_bytes(graph, params, plan)) if plan else {}
     rows = []
-    for comparison, column, base, cand in COMPARISONS:
+    for comparison, column, base, cand in comparisons:
         rows.append({
             "model": name, "comparison": comparison, "runner": column, "baseline": base,
             "candidate": cand, "baseline_latency": latency[base].to_json(),
@@ -107,6 +117,14 @@ def _table(results: list[dict[str, Any]]) -> str:
     return common.format_table(headers, rows)
 
 
+def _groups(text: str) -> list[str]:
+    groups = [g for g in text.split(",") if g]
+    unknown = sorted(set(groups) - set(GROUPS))
+    if not groups or unknown:
+        raise argparse.ArgumentTypeError(f"expected some of {list(GROUPS)}, got {text!r}")
+    return groups
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -119,6 +137,9 @@ def main() -> None:
                              "get fewer runs (at least 5)")
     parser.add_argument("--threads", type=int,
                         help="threads for torch, TVM and ONNX Runtime (default: their own)")
+    parser.add_argument("--only", type=_groups, default=list(GROUPS),
+                        help=f"comparisons to run (comma-separated, from {list(GROUPS)}; "
+                             "default all)")
     parser.add_argument("--json", help="also write the results (with samples) here")
     args = parser.parse_args()
 
@@ -142,17 +163,19 @@ def main() -> None:
           "candidate) on the held-out crops (eval_inputs)")
     for result in results:
         prune = result["prune"]
-        print(f"{result['model']}: int8 = {result['quantized_layers']} planned nodes "
-              f"(kernels and the adds/pools between them), per-channel int8 weights + "
-              f"per-tensor uint8 activations (minmax, target onnxruntime); ORT kernels: "
-              f"{common.kernel_summary(result['int8_kernels'])}")
+        if result["int8_kernels"]:
+            print(f"{result['model']}: int8 = {result['quantized_layers']} planned nodes "
+                  f"(kernels and the adds/pools between them), per-channel int8 weights + "
+                  f"per-tensor uint8 activations (minmax, target onnxruntime); ORT kernels: "
+                  f"{common.kernel_summary(result['int8_kernels'])}")
         dense, pruned = prune["dense"], prune["pruned"]
         print(f"{result['model']}: pruned (density {prune['density']}, round_to "
               f"{prune['round_to']}) keeps {pruned['params'] / dense['params']:.0%} of params, "
               f"{pruned['flops'] / dense['flops']:.0%} of FLOPs")
         builds = ", ".join(f"{k} {v:.1f}" for k, v in result["build_seconds"].items())
         print(f"{result['model']}: build seconds: {builds}")
-        print(f"{result['model']}: TVM target {result['targets']['tvm/dense']}")
+        if "tvm/dense" in result["targets"]:
+            print(f"{result['model']}: TVM target {result['targets']['tvm/dense']}")
     print(f"total {total:.0f} s")
     if args.json:
         common.write_json(args.json, {
