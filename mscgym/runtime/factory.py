@@ -11,6 +11,7 @@ from mscgym.compiler.errors import MSCError
 from mscgym.compiler.graph import MSCGraph
 from mscgym.compiler.graph_translator import from_relax
 from mscgym.compiler.partition import is_partitioned
+from mscgym.compiler.transform import placeholder_names
 from mscgym.runtime.manager import PartitionedRuntimeManager, RuntimeManager
 from mscgym.runtime.registry import DEVICES, runner_class
 
@@ -49,7 +50,11 @@ def create_runtime_manager(
     if is_partitioned(model):  # msc_transform(..., target=...): regions + TVM host
         return PartitionedRuntimeManager(model, config)
     entry = str(config.get("entry", "main"))
-    graph, graph_params = from_relax(model, _unbound(model, entry, params), entry_name=entry)
+    unbound = _unbound(model, entry, params)
+    # the weights get the names msc_transform gives them (torch.export placeholders read back)
+    names = (placeholder_names(model[entry]) if unbound
+             and entry in [gv.name_hint for gv in model.get_global_vars()] else None)
+    graph, graph_params = from_relax(model, unbound, entry_name=entry, names=names)
     return RuntimeManager(graph, graph_params, config)
 
 
