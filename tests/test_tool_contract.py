@@ -22,6 +22,7 @@ from mscgym.pipeline import ConfigError, create_msc_processor
 from mscgym.pipeline.config import validate_config
 from mscgym.records import RecordError, make_record, replay
 from mscgym.runtime.manager import RuntimeManager
+from mscgym.tasks.description import DescriptionError, as_json
 from mscgym.tasks.kinds import task_kinds
 from mscgym.tasks.spaces import Dimension
 from mscgym.tasks.task import Task
@@ -184,3 +185,14 @@ def test_replay_checks_the_tools_strategy(fp16: ToolSpec, tmp_path: Path) -> Non
     record.save(path)
     with pytest.raises(RecordError, match="fp16 strategy differs"):
         replay(path)
+
+
+def test_from_description_inverts_describe(fp16: ToolSpec) -> None:
+    task = Task("digits-cnn", "fp16", scorer="accuracy", **FAST)
+    description = task.describe()
+    rebuilt = Task.from_description(description, exact=True)
+    assert as_json(rebuilt.describe()) == as_json(description)
+    with pytest.raises(DescriptionError, match="model weight hash does not match"):
+        Task.from_description({**description, "weight_hash": "0" * 64})
+    with pytest.raises(DescriptionError, match="differs from the described one at key 'note'"):
+        Task.from_description({**description, "note": "not the task's"}, exact=True)

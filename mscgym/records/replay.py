@@ -31,14 +31,14 @@ from mscgym.records.policy import (
 )
 from mscgym.records.record import Record, RecordError, load_record
 from mscgym.runtime.runner import RunnerUnavailableError
+from mscgym.tasks.description import DescriptionError, as_json
 from mscgym.tasks.measure import run_outputs
 from mscgym.tasks.metrics import Metrics
-from mscgym.tasks.sources import ModelFile, TaskData, zoo_data_for
+from mscgym.tasks.sources import TaskData
 from mscgym.tasks.spaces import PlanError
-from mscgym.tasks.task import Compressed, Task, space_options
+from mscgym.tasks.task import Compressed, Task
 from mscgym.tools.losses import distill_loss
 from mscgym.tools.registry import replay_view
-from mscgym.utils.hashing import file_sha256
 
 RecordLike = Record | str | os.PathLike[str]
 
@@ -50,79 +50,6 @@ def _resolve(record: RecordLike) -> tuple[Record, str]:
     if isinstance(record, Record):
         return record, "record"
     return load_record(record), f"record {os.fspath(record)}"
-
-
-def _model_file(record: Record, where: str) -> ModelFile:
-    """The model file a record names, refused when its content is not the recorded one."""
-    spec = record.task["model_file"]
-    if (not isinstance(spec, dict) or not isinstance(spec.get("path"), str)
-            or not isinstance(spec.get("sha256"), str)
-            or not isinstance(spec.get("input_shapes", {}), dict)):
-        raise RecordError(f"{where}: key 'task.model_file' must be an object with 'path', "
-                          "'sha256' and 'input_shapes'")
-    path = spec["path"]
-    if not os.path.isfile(path):
-        raise RecordError(f"{where}: model file {path!r} named by the record does not exist")
-    found = file_sha256(path)
-    if found != spec["sha256"]:
-        raise RecordError(f"{where}: model file {path!r} has changed since the record was made "
-                          f"(sha256 {found}, recorded {spec['sha256']}); refusing to rebuild "
-                          "from a different file")
-    return ModelFile(path, spec.get("input_shapes") or None)
-
-
-def _model_arg(record: Record, where: str) -> str | ModelFile:
-    model = str(record.task["model"])
-    if "model_file" in record.task:
-        return _model_file(record, where)
-    if model in zoo.list_models():
-        return model
-    if model.startswith(("torch:", "graph:")):
-        raise RecordError(f"{where}: model {model!r} was an in-memory model, which a record "
-                          "cannot rebuild; only zoo models and model files can be replayed")
-    if not os.path.isfile(model):
-        raise RecordError(f"{where}: model {model!r} is neither a zoo model "
-                          f"({', '.join(zoo.list_models())}) nor an existing file")
-    return model
-
-
-def _data_arg(record: Record, data: TaskData | None, where: str) -> TaskData | None:
-    """The task data to rebuild with: given, or the zoo data set or files the record names."""
-    if data is not None:
-        return data
-    try:
-        return zoo_data_for(str(record.task["model"]), str(record.task["data"]))
-    except MSCError as err:
-        raise RecordError(f"{where}: {err}") from None
-
-
-def _space_options(space: Any, where: str) -> dict[str, list[Any]]:
-    """The Task arguments the recorded space's dimensions offer (``quant_choices``,
-    ``densities``: each tool's ``space_option``)."""
-    if not isinstance(space, list) or not all(isinstance(d, dict) and "name" in d
-                                              and "choices" in d for d in space):
-        raise RecordError(f"{where}: key 'task.space' must be a list of "
-                          "{name, choices, baseline} objects")
-    return space_options(space)
-
-
-def _space_difference(recorded: list[dict[str, Any]], rebuilt: list[dict[str, Any]]) -> str:
-    """A one-line description of the first way two search spaces differ."""
-    recorded_names = [d["name"] for d in recorded]
-    rebuilt_names = [d["name"] for d in rebuilt]
-    if recorded_names != rebuilt_names:
-        extra = [n for n in recorded_names if n not in rebuilt_names]
-        missing = [n for n in rebuilt_names if n not in recorded_names]
-        if extra or missing:
-            return (f"recorded dimensions {extra} are not in the rebuilt space, and rebuilt "
-                    f"dimensions {missing} are not in the record")
-        return f"dimension order differs: recorded {recorded_names}, rebuilt {rebuilt_names}"
-    for old, new in zip(recorded, rebuilt, strict=True):
-        for key in ("choices", "baseline"):
-            if old.get(key) != new.get(key):
-                return (f"dimension {old['name']!r} {key}: recorded {old.get(key)!r}, "
-                        f"rebuilt {new.get(key)!r}")
-    return "the dimensions differ"
 
 
 def task_from_record(record: RecordLike, data: TaskData | None = None) -> Task:
@@ -137,63 +64,30 @@ def task_from_record(record: RecordLike, data: TaskData | None = None) -> Task:
 
 def _rebuild_task(record: Record, where: str, data: TaskData | None,
                   validating: bool = False) -> Task:
+    """:meth:`Task.from_description` of the record's task, its errors named by the
+    record, and the plan checked against the rebuilt space."""
     desc = record.task
-    model = _model_arg(record, where)
-    space = desc["space"]
-    kwargs: dict[str, Any] = dict(_space_options(space, where))
-    scorer = desc["scorer"]
-    if not isinstance(scorer, dict) or "name" not in scorer:
-        raise RecordError(f"{where}: key 'task.scorer' must be an object with 'name' and "
-                          "'options'")
+    repeat = None
     profile = desc.get("profile", {})
-    if not isinstance(profile, dict):
-        raise RecordError(f"{where}: key 'task.profile' must be an object with 'repeat' and "
-                          "'warmup'")
-    if "repeat" in profile:
-        kwargs["profile_repeat"] = profile["repeat"]
-    if validating:  # never re-measure latency with fewer runs than the policy's floor
-        repeat = kwargs.get("profile_repeat", 30)
-        if isinstance(repeat, int) and not isinstance(repeat, bool):
-            kwargs["profile_repeat"] = latency_repeat(repeat)
-    if "warmup" in profile:
-        kwargs["profile_warmup"] = profile["warmup"]
+    if validating and isinstance(profile, dict):
+        # never re-measure latency with fewer runs than the policy's floor
+        recorded = profile.get("repeat", 30)
+        if isinstance(recorded, int) and not isinstance(recorded, bool):
+            repeat = latency_repeat(recorded)
     try:
-        task = Task(model, desc["tool"], data=_data_arg(record, data, where),
-                    scorer=scorer["name"], scorer_options=scorer.get("options") or {},
-                    runner=desc["runner"], device=desc["device"],
-                    runner_options=desc.get("runner_options") or {},
-                    seed=desc.get("seed", record.seed), student=desc.get("student"), **kwargs)
+        task = Task.from_description(desc, data=data, profile_repeat=repeat, seed=record.seed)
     except (RunnerUnavailableError, zoo.ZooCacheError) as err:
         raise RecordError(f"{where}: cannot rebuild the task here: {err}") from None
-    except RecordError:
-        raise
+    except DescriptionError as err:
+        raise RecordError(f"{where}: {err}") from None
     except (MSCError, TypeError, ValueError) as err:
         # TypeError/ValueError: a recorded setting of the wrong type (e.g. a string repeat).
         raise RecordError(f"{where}: cannot rebuild the task: {err}") from None
-    _check_identity(record, task, where)
-    return task
-
-
-def _check_identity(record: Record, task: Task, where: str) -> None:
-    desc = record.task
-    for key, found, what in (("weight_hash", task.source.weight_hash, "model weight hash"),
-                             ("data_hash", task.data.data_hash, "data hash")):
-        if desc[key] != found:
-            raise RecordError(f"{where}: {what} does not match: recorded {desc[key]}, "
-                              f"found {found}")
-    rebuilt = task.space.to_json()
-    if json.loads(json.dumps(rebuilt)) != desc["space"]:
-        raise RecordError(f"{where}: search space does not match the rebuilt task: "
-                          f"{_space_difference(desc['space'], rebuilt)}")
     try:
         task.space.validate(record.plan)
     except PlanError as err:
         raise RecordError(f"{where}: plan does not fit the task: {err}") from None
-
-
-def _json(value: Any) -> Any:
-    """``value`` as it reads back from a record (tuples become lists, and so on)."""
-    return json.loads(json.dumps(value))
+    return task
 
 
 def _first_difference(recorded: Mapping[str, Any], rebuilt: Mapping[str, Any]) -> str:
@@ -212,7 +106,7 @@ def _short(value: Any, limit: int = 80) -> str:
 def check_strategies(recorded: Mapping[str, Any], rebuilt: Mapping[str, Any],
                      where: str = "record") -> None:
     """Raise RecordError naming the tool whose rebuilt strategy differs from the record."""
-    rebuilt = _json(rebuilt)
+    rebuilt = as_json(rebuilt)
     for tool in sorted(set(recorded) | set(rebuilt)):
         if tool not in rebuilt or tool not in recorded:
             side = "record" if tool in recorded else "rebuilt model"

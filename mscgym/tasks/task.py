@@ -24,6 +24,7 @@ from mscgym.compiler.quant_spec import QuantPlan
 from mscgym.runtime.manager import RuntimeManager, calibrate_quantizer
 from mscgym.runtime.registry import create_runner
 from mscgym.tasks.cache import EvaluationCache, fingerprint
+from mscgym.tasks.description import check_described, task_arguments
 from mscgym.tasks.kinds import kind_order, kind_tools, task_kinds
 from mscgym.tasks.measure import (
     Compressed,
@@ -47,7 +48,7 @@ from mscgym.tools import MSC_TOOL, create_tool
 from mscgym.tools.distiller import TeacherOutputs
 from mscgym.tools.losses import distill_loss
 from mscgym.tools.quantizer import DEFAULT_INCLUDE, Quantizer, compose_plan
-from mscgym.tools.registry import ToolContext, ToolStep, apply_tools, tool_spec, tool_specs
+from mscgym.tools.registry import ToolContext, ToolStep, apply_tools, tool_spec
 
 EpochCallback = Callable[[int, float], None]
 
@@ -113,21 +114,6 @@ def _choice_config(choice: str) -> dict[str, Any]:
         return {"weight": {"dtype": "int8", "per_channel": True},
                 "activation": {"dtype": "int8", "method": choice[len(prefix):]}}
     raise MSCError(f"unknown quantization choice {choice!r}; expected one of {QUANT_CHOICES}")
-
-
-def space_options(space: Sequence[Mapping[str, Any]]) -> dict[str, list[Any]]:
-    """The Task arguments a described search space offers: for each tool that declares
-    a ``space_option`` (``quant_choices``, ``densities``), the choices of its first
-    dimension. A task rebuilt with them builds the same space again."""
-    options: dict[str, list[Any]] = {}
-    for spec in tool_specs():
-        if spec.space_option is None:
-            continue
-        for dim in space:
-            if str(dim["name"]).startswith(f"{spec.name}:"):
-                options[spec.space_option] = list(dim["choices"])
-                break
-    return options
 
 
 class Task:
@@ -245,6 +231,25 @@ class Task:
             "student": copy.deepcopy(identity["student"]),  # the caller may edit it
             "seed": self.seed,
         }
+
+    @classmethod
+    def from_description(cls, description: Mapping[str, Any], *, data: TaskData | None = None,
+                         cache_dir: str | os.PathLike[str] | None = None,
+                         profile_repeat: int | None = None, seed: int = 0,
+                         exact: bool = False) -> Task:
+        """The task :meth:`describe` described, rebuilt and checked (the inverse of
+        ``describe``): the model from its zoo name or file, ``data`` or the data the
+        description names, the tool options its space offers. A DescriptionError (an
+        MSCError) refuses a description that cannot be rebuilt here, or whose rebuilt
+        task has other weights, data or space (with ``exact``: differs at any key).
+        ``profile_repeat`` replaces the described repeat; ``seed`` is used where the
+        description names none."""
+        args = task_arguments(description, data, seed)
+        if profile_repeat is not None:
+            args["profile_repeat"] = profile_repeat
+        task = cls(args.pop("model"), args.pop("tool"), cache_dir=cache_dir, **args)
+        check_described(description, task, exact)
+        return task
 
     def _student_json(self) -> dict[str, Any]:
         if isinstance(self.student, Compressed):

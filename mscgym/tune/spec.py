@@ -15,24 +15,19 @@ so workers and driver share evaluations on disk.
 
 from __future__ import annotations
 
-import json
 import os
 from typing import Any
 
 from mscgym import zoo
 from mscgym.compiler.errors import MSCError
 from mscgym.tasks.cache import fingerprint
+from mscgym.tasks.description import DescriptionError, as_json
 from mscgym.tasks.measure import Compressed
 from mscgym.tasks.metrics import Metrics
 from mscgym.tasks.sources import TaskData, zoo_data_for
-from mscgym.tasks.task import Task, space_options
+from mscgym.tasks.task import Task
 
 TaskSpec = dict[str, Any]
-
-
-def _json(value: Any) -> Any:
-    """``value`` as it reads back from JSON (tuples become lists, and so on)."""
-    return json.loads(json.dumps(value))
 
 
 def _model_arg(model_id: str) -> str:
@@ -55,7 +50,7 @@ def _data_arg(model_id: str, data_id: str) -> TaskData | None:
 
 def task_spec(task: Task) -> TaskSpec:
     """The JSON a worker rebuilds ``task`` from; MSCError if a worker could not."""
-    desc = _json(task.describe())
+    desc = as_json(task.describe())
     _model_arg(desc["model"])
     _data_arg(desc["model"], desc["data"])
     if isinstance(task.student, Compressed):
@@ -65,7 +60,7 @@ def task_spec(task: Task) -> TaskSpec:
     directory = task.cache.directory
     return {"task": desc, "key": fingerprint(desc),
             "cache_dir": None if directory is None else os.path.abspath(directory),
-            "baseline": _json(task.baseline.to_json())}
+            "baseline": as_json(task.baseline.to_json())}
 
 
 def spec_baseline(spec: TaskSpec) -> Metrics:
@@ -73,27 +68,13 @@ def spec_baseline(spec: TaskSpec) -> Metrics:
     return Metrics.from_json(spec["baseline"])
 
 
-def _first_difference(expected: dict[str, Any], found: dict[str, Any]) -> str:
-    for key in sorted(set(expected) | set(found)):
-        if expected.get(key) != found.get(key):
-            return f"key {key!r}"
-    return "nothing"
-
-
 def task_from_spec(spec: TaskSpec) -> Task:
     """Rebuild the task ``spec`` describes, refusing one that describes itself differently."""
     desc = spec["task"]
-    model = _model_arg(desc["model"])
-    kwargs: dict[str, Any] = dict(space_options(desc["space"]))
-    task = Task(model, desc["tool"], data=_data_arg(model, desc["data"]),
-                scorer=desc["scorer"]["name"], scorer_options=desc["scorer"]["options"],
-                runner=desc["runner"], device=desc["device"],
-                runner_options=desc["runner_options"], seed=desc["seed"],
-                profile_repeat=desc["profile"]["repeat"], profile_warmup=desc["profile"]["warmup"],
-                student=desc["student"], cache_dir=spec["cache_dir"], **kwargs)
-    rebuilt = _json(task.describe())
-    if rebuilt != desc:
-        raise MSCError(f"ray worker: the task rebuilt from model {desc['model']!r} differs from "
-                       f"the driver's at {_first_difference(desc, rebuilt)}; the model file or "
-                       "the zoo cache changed since the sweep started")
-    return task
+    _model_arg(desc["model"])
+    try:
+        return Task.from_description(desc, data=_data_arg(desc["model"], desc["data"]),
+                                     cache_dir=spec["cache_dir"], exact=True)
+    except DescriptionError as err:
+        raise MSCError(f"ray worker: {err}; the model file or the zoo cache changed since "
+                       "the sweep started") from None
