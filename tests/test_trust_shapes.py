@@ -21,8 +21,8 @@ from mscgym.compiler.codegen.torch_codegen import to_torch
 from mscgym.compiler.errors import GraphError, GraphFormatError
 from mscgym.compiler.graph import MSCGraph, MSCNode, MSCTensor
 from mscgym.compiler.graph_translator import from_relax
-from mscgym.compiler.serialize import load_graph
-from mscgym.compiler.shape_check import check_graph
+from mscgym.compiler.serialize import KNOWN_OPTYPES, load_graph
+from mscgym.compiler.shape_check import SHAPE_RULES, check_graph
 
 Edit = Callable[[dict[str, Any]], None]
 
@@ -292,3 +292,7 @@ def test_reshape_zero_copies_the_input_dim_in_the_torch_codegen_too() -> None:
     out = to_torch(graph, {})(torch.from_numpy(x))
     np.testing.assert_array_equal((out[0] if isinstance(out, tuple) else out).numpy(),
                                   x.reshape(4, 15))
+
+
+def test_every_optype_a_graph_file_may_name_has_a_shape_rule() -> None:
+    assert KNOWN_OPTYPES - {"input"} <= set(SHAPE_RULES)

@@ -703,7 +703,7 @@ def _norm(graph: MSCGraph, node: MSCNode) -> None:
     _compare(node, "output", node.output.shape, list(source.shape))
 
 
-_RULES: Mapping[str, Callable[[MSCGraph, MSCNode], None]] = {
+SHAPE_RULES: Mapping[str, Callable[[MSCGraph, MSCNode], None]] = {
     **dict.fromkeys(CONV, _conv), **dict.fromkeys(POOL, _pool),
     **dict.fromkeys(LINEAR, _linear), **dict.fromkeys(SAME_SHAPE, _same_shape),
     **dict.fromkeys(CONV_TRANSPOSE, _conv_transpose), **dict.fromkeys(REDUCE, _reduce),
@@ -715,7 +715,7 @@ _RULES: Mapping[str, Callable[[MSCGraph, MSCNode], None]] = {
     "nn.adaptive_avg_pool2d": _adaptive_pool, "nn.avg_pool3d": _pool3d,
     "nn.softmax": _softmax, "nn.log_softmax": _softmax, "astype": _astype,
 }
-"""Every optype of :mod:`mscgym.compiler.ops` has a rule."""
+"""Optype -> the rule checking its node: every optype a graph file may name has one."""
 
 
 def check_graph(graph: MSCGraph) -> None:
@@ -725,6 +725,6 @@ def check_graph(graph: MSCGraph) -> None:
         if node.optype == "input":
             continue
         check_attrs(node)
-        rule = _RULES.get(node.optype)
+        rule = SHAPE_RULES.get(node.optype)
         if rule is not None and node.inputs:
             rule(graph, node)
