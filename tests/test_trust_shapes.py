@@ -296,3 +296,43 @@ def test_reshape_zero_copies_the_input_dim_in_the_torch_codegen_too() -> None:
 
 def test_every_optype_a_graph_file_may_name_has_a_shape_rule() -> None:
     assert KNOWN_OPTYPES - {"input"} <= set(SHAPE_RULES)
+
+
+_ODD_VALUES = [None, True, 0, -1, 2, 1.5, "ab", "n", "", [], [1], [0, 0], [-1, 5], ["x"], {},
+               {"a": 1}, [[1]], 10**12]
+
+
+def _paths(obj: Any, prefix: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+    items = obj.items() if isinstance(obj, dict) else enumerate(obj) if isinstance(
+        obj, list) else ()
+    found = []
+    for key, value in items:
+        found.append((*prefix, key))
+        found.extend(_paths(value, (*prefix, key)))
+    return found
+
+
+def test_mutated_attributes_args_and_shapes_load_or_fail_clearly(exported: Path,
+                                                                 tmp_path: Path) -> None:
+    """Any attribute, argument, output or weight field of any op set to an odd value:
+    the file loads or is a GraphFormatError, never another exception."""
+    rng = np.random.default_rng(0)
+    base = json.loads(exported.read_text())
+    nodes = [n for n in base["graph"]["nodes"] if n["optype"] != "input"]
+    outcomes = {"loaded": 0, "refused": 0}
+    for _ in range(400):
+        name = nodes[rng.integers(len(nodes))]["name"]
+        document = json.loads(json.dumps(base))
+        node = _node(document, name)
+        fields = [p for p in _paths(node) if p[0] in ("attrs", "args", "outputs", "weights")]
+        where = fields[rng.integers(len(fields))]
+        target = node
+        for key in where[:-1]:
+            target = target[key]
+        target[where[-1]] = _ODD_VALUES[rng.integers(len(_ODD_VALUES))]
+        try:
+            _load_edited(exported, tmp_path, lambda d, document=document: d.update(document))
+            outcomes["loaded"] += 1
+        except GraphFormatError:
+            outcomes["refused"] += 1
+    assert outcomes["refused"] > outcomes["loaded"] > 0

@@ -213,7 +213,8 @@ def _check_args(args: list[Any], node: dict[str, Any], where: str, fail: Fail) -
             if type(index) is not int or not 0 <= index < len(node["inputs"]):
                 raise fail(f"{where} has input argument index {index!r}; the node has "
                            f"{len(node['inputs'])} inputs")
-        elif kind == "weight" and arg.get("role") not in node.get("weights", {}):
+        elif kind == "weight" and not (isinstance(arg.get("role"), str)
+                                       and arg["role"] in node.get("weights", {})):
             raise fail(f"{where} has weight argument {arg.get('role')!r}, which is not one "
                        "of its weights")
         elif kind == "shape":
