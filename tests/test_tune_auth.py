@@ -139,3 +139,13 @@ def test_unreadable_token_path_is_a_clear_error(tmp_path: Path,
     monkeypatch.setenv("RAY_AUTH_TOKEN", "secret-value")
     source = auth_token_source()
     assert source == "the RAY_AUTH_TOKEN environment variable"
+
+
+def test_address_applies_only_to_the_ray_agent(tmp_path: Path,
+                                               capsys: pytest.CaptureFixture[str]) -> None:
+    from mscgym.cli import main
+
+    code = main(["search", "--task", "quantize", "--model", "digits-cnn", "--budget", "1",
+                 "--record", str(tmp_path / "best.json"), "--address", "127.0.0.1:6379"])
+    assert code == 2
+    assert "--address applies only to --agent ray" in capsys.readouterr().err
