@@ -115,10 +115,15 @@ def apply_validation(run: RunResult, problems: list[str]) -> RunResult:
     return run
 
 
+VALIDATION_SECONDS_PER_RECORD = 600.0
+"""Time a fresh validation process gets per record before its records count as not
+validated (a stuck child must not stall the board; a 224x224 record takes ~1-2 min)."""
+
+
 def validate_runs(runs: list[RunResult], out: str) -> list[RunResult]:
     """Validate the runs' records in one fresh process (see :mod:`.fresh`)."""
     paths = [os.path.join(out, run.record) for run in runs]
-    found = validate_fresh(paths)
+    found = validate_fresh(paths, timeout=VALIDATION_SECONDS_PER_RECORD * len(paths))
     return [apply_validation(run, found[path]) for run, path in zip(runs, paths, strict=True)]
 
 
