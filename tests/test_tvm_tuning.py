@@ -99,6 +99,25 @@ def test_untuned_workloads_take_the_fallback_and_build_info_says_so(tmp_path, mo
     assert torch.allclose(torch.from_numpy(runner.run([x.numpy()])[0]), model(x), atol=1e-5)
 
 
+def test_dynamic_batch_graph_runs_batch1_on_its_static_build(tmp_path, monkeypatch):
+    monkeypatch.setenv("MSCGYM_CACHE_DIR", str(tmp_path / "cache"))
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(8, 4), torch.nn.ReLU()).eval()
+    graph, params = from_torch(model, (torch.randn(1, 8),), dynamic_batch=True)
+    runner = TVMRunner("cpu", {"db": str(tmp_path / "empty")})
+    runner.build(graph, params, QuantPlan())
+    static = runner.build_info["batch1"]
+    assert static["workloads"] > 0 and static["tuned_workloads"] == 0
+    for batch in (1, 3):
+        x = torch.randn(batch, 8)
+        out = runner.run([x.numpy()])[0]
+        assert torch.allclose(torch.from_numpy(out), model(x), atol=1e-5)
+    # Both builds come from the disk cache the second time.
+    cached = TVMRunner("cpu", {"db": str(tmp_path / "empty")})
+    cached.build(graph, params, QuantPlan())
+    assert cached.build_info["cached"] and cached.build_info["batch1"]["cached"]
+
+
 def test_fallback_option_is_checked():
     with pytest.raises(Exception, match="fallback"):
         TVMRunner("cpu", {"fallback": "naive"})
