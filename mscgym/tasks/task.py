@@ -21,7 +21,7 @@ import torch
 from mscgym.compiler.errors import MSCError
 from mscgym.compiler.graph import MSCGraph
 from mscgym.compiler.quant_spec import QuantPlan
-from mscgym.runtime.manager import RuntimeManager, calibrate_quantizer
+from mscgym.runtime.manager import calibrate_quantizer, calibrate_tool
 from mscgym.runtime.registry import create_runner
 from mscgym.tasks.cache import EvaluationCache, fingerprint
 from mscgym.tasks.description import check_described, task_arguments
@@ -308,14 +308,9 @@ class Task:
         key = fingerprint({"graph": self._graph_key(graph, params), "pool": True,
                            "data": self._identity_hashes()["data_hash"]})
         if key not in self._pools:
-            manager = RuntimeManager(graph, params, {"runner": "torch"})
-            pool = manager.create_tool(MSC_TOOL.QUANTIZE, {})
+            pool = create_tool(MSC_TOOL.QUANTIZE, graph, params, {})
             pool.watch_all()
-            manager.load_model()
-            while not pool.calibrated:
-                for batch in self.data.calibration:
-                    manager.run(batch)
-                pool.calibrate()
+            calibrate_tool(pool, self.data.calibration)
             self._pools[key] = pool
         return self._pools[key]
 
