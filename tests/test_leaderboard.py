@@ -94,10 +94,17 @@ def _run(task: str, speed: float, feasible: bool, agent: str = "a") -> RunResult
                      steps=8, wall_seconds=1.0, validated=True)
 
 
+def _latency(ms: float, paired: float | None = None) -> Metrics:
+    return Metrics(distill_loss=0.0, accuracy=0.9, latency_ms=ms, latency_p90_ms=ms,
+                   latency_iqr_ms=0.0, size_bytes=1, params=1, flops=1, runner="onnxruntime",
+                   device="cpu", paired_speedup=paired)
+
+
 def test_geomean_speedup_counts_infeasible_tasks_as_one() -> None:
     assert geomean([2.0, 8.0]) == pytest.approx(4.0)
     assert geomean([1.5]) == pytest.approx(1.5)
-    assert speedup(3.0, 1.5) == pytest.approx(2.0)
+    assert speedup(_latency(1.5), _latency(3.0)) == pytest.approx(2.0)
+    assert speedup(_latency(1.5, paired=2.5), _latency(3.0)) == pytest.approx(2.5)
     runs = [_run("t1", 2.0, True), _run("t2", 8.0, True), _run("t3", 5.0, False),
             _run("t1", 1.0, True, agent="b"), _run("t2", 1.0, True, agent="b"),
             _run("t3", 1.0, True, agent="b")]
@@ -115,7 +122,7 @@ def test_geomean_and_speedup_refuse_bad_numbers() -> None:
     with pytest.raises(MSCError, match="positive"):
         geomean([1.0, 0.0])
     with pytest.raises(MSCError, match="positive"):
-        speedup(1.0, 0.0)
+        speedup(_latency(0.0), _latency(1.0))
 
 
 def test_feasibility_follows_the_task_bound() -> None:

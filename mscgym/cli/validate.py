@@ -30,7 +30,7 @@ def register(subparsers: Any) -> None:
         description="Re-evaluate the plan a record holds and compare every metric with the "
                     "record's tolerance; exit 0 if all hold, 1 if one does not, 2 if the "
                     "record is refused.",
-        epilog="examples:\n  mscgym validate best.json\n  mscgym validate best.json --json\n"
+        epilog="examples:\n  mscgym validate best.json --json\n"
                "  mscgym validate best.json --skip latency_ms   # on another machine",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )

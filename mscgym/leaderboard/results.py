@@ -1,7 +1,8 @@
 """Leaderboard results: one row per (agent, task, budget), and the per-agent summary.
 
-The headline number is the geometric mean of latency speed-ups (baseline latency /
-best plan's latency) over the tasks, as in CompilerGym: a geometric mean does not let
+The headline number is the geometric mean of latency speed-ups (the best plan's
+speed-up over the baseline, paired in one timing window as its score counted it) over
+the tasks, as in CompilerGym: a geometric mean does not let
 one large speed-up hide many small ones. A best plan outside the task's quality bound
 counts as 1.0 (no speed-up: the user would have to keep the float model) and is
 flagged, so an agent gains nothing by ignoring the bound.
@@ -15,14 +16,17 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from mscgym.compiler.errors import MSCError
+from mscgym.tasks import scorers
+from mscgym.tasks.metrics import Metrics
 
 
-def speedup(baseline_ms: float, best_ms: float) -> float:
-    """Baseline latency over the best plan's latency."""
-    if baseline_ms <= 0 or best_ms <= 0:
+def speedup(best: Metrics, baseline: Metrics) -> float:
+    """The best plan's speed-up over the baseline as its score counted it: the paired
+    ratio (both timed in one window) where measured, else the ratio of the medians."""
+    if baseline.latency_ms <= 0 or best.latency_ms <= 0:
         raise MSCError(f"latencies must be positive to form a speed-up, got baseline "
-                       f"{baseline_ms!r} ms and best {best_ms!r} ms")
-    return baseline_ms / best_ms
+                       f"{baseline.latency_ms!r} ms and best {best.latency_ms!r} ms")
+    return scorers.speedup(best, baseline)
 
 
 def counted_speedup(raw: float, feasible: bool) -> float:

@@ -100,7 +100,7 @@ def search_one(board_task: LeaderboardTask, agent_name: str, budget: int, out: s
         agent=agent_name, task=board_task.name, budget=budget,
         baseline_latency_ms=baseline.latency_ms, best_latency_ms=best.latency_ms,
         best_accuracy=best.accuracy, best_distill_loss=best.distill_loss,
-        speedup=speedup(baseline.latency_ms, best.latency_ms),
+        speedup=speedup(best, baseline),
         feasible=board_task.feasible(best, baseline), best_score=result.best_score,
         evaluations=result.evaluations, steps=len(result.history),
         wall_seconds=result.wall_seconds, validated=False, problems=problems,
