@@ -127,6 +127,8 @@ class TVMRunner(BaseRunner):
             batch1, info1 = self._build_module(graph, params, quant, symbols, keep=False)
             self._batch1 = relax.VirtualMachine(batch1, self._dev)[ENTRY]
             self.build_info = {**info, "batch1": info1}
+        if self._use_cache:  # one cache event per build: a hit when nothing was compiled
+            record("tvm", all(i["cached"] for i in (info, self.build_info.get("batch1", info))))
 
     def _build_module(self, graph: MSCGraph, params: Mapping[str, np.ndarray],
                       quant: QuantPlan, symbols: Mapping[str, int], keep: bool
@@ -140,7 +142,6 @@ class TVMRunner(BaseRunner):
         key = self.cache_key(graph, params, quant, symbols)
         path = str(artifact_path("tvm", key, ".so"))
         module = _load_library(path, key)
-        record("tvm", module is not None)
         if keep:
             self._library_path = path
         if module is not None:
