@@ -103,6 +103,19 @@ def test_faked_baseline_fails(saved: Callable[..., Path]) -> None:
     assert {"size_bytes", "accuracy"} <= set(report.score.baseline_failed)
 
 
+def test_baseline_latency_is_not_checked_when_the_speedup_was_paired(
+        saved: Callable[..., Path]) -> None:
+    """The paired speed-up is re-measured with the plan; the baseline timed alone is not
+    what the score rests on, so its drift (here faked x10) is no verdict on the record."""
+    def fake(data: dict[str, Any]) -> None:
+        assert data["metrics"]["paired_speedup"] is not None
+        data["extra"]["baseline"]["latency_ms"] *= 10
+        data["extra"]["baseline"]["accuracy"] = 0.01
+
+    report = validate(saved(fake))
+    assert report.score is not None and report.score.baseline_failed == ["accuracy"]
+
+
 def test_missing_baseline_cannot_prove_the_score(saved: Callable[..., Path]) -> None:
     report = validate(saved(lambda d: d["extra"].pop("baseline")))
     assert not report.all_hold
