@@ -14,7 +14,7 @@ import torch
 
 from mscgym.compiler.frontend import from_torch
 from mscgym.compiler.quant_spec import QuantPlan
-from mscgym.runtime import tuning_ledger
+from mscgym.runtime import tuning, tuning_ledger
 from mscgym.runtime.runners.tvm_runner import TVMRunner
 
 BUILD_SCRIPT = textwrap.dedent("""
@@ -104,7 +104,11 @@ def test_dynamic_batch_graph_runs_batch1_on_its_static_build(tmp_path, monkeypat
     torch.manual_seed(0)
     model = torch.nn.Sequential(torch.nn.Linear(8, 4), torch.nn.ReLU()).eval()
     graph, params = from_torch(model, (torch.randn(1, 8),), dynamic_batch=True)
+    without = TVMRunner("cpu", {"db": str(tmp_path / "absent")})
+    without.build(graph, params, QuantPlan())
+    assert "batch1" not in without.build_info  # no records: one symbolic build
     runner = TVMRunner("cpu", {"db": str(tmp_path / "empty")})
+    tuning.open_database(runner._db_path)  # a database without records for this graph
     runner.build(graph, params, QuantPlan())
     static = runner.build_info["batch1"]
     assert static["workloads"] > 0 and static["tuned_workloads"] == 0

@@ -16,9 +16,9 @@ workloads had records and how many kernels ran tuned, fallback or default schedu
 the database contents are part of the library's cache key.
 
 MetaSchedule tunes static shapes, so a graph with a symbolic batch gets two builds on
-the CPU: the symbolic one runs batched inputs, and a static batch-1 build (tuned, and
-reported under ``build_info["batch1"]``) runs batch-1 inputs, which is what latency is
-profiled on. ``mscgym search --runner tvm`` tunes each new workload with a small budget
+the CPU once a tuning database exists: the symbolic one runs batched inputs, and a
+static batch-1 build (tuned, and reported under ``build_info["batch1"]``) runs batch-1
+inputs, which is what latency is profiled on. ``mscgym search --runner tvm`` tunes each new workload with a small budget
 (``--tune-trials``); the search summary reports the tuning it paid.
 """
 
@@ -113,11 +113,15 @@ class TVMRunner(BaseRunner):
         return str(self._target)
 
     def build(self, graph: MSCGraph, params: Mapping[str, np.ndarray], quant: QuantPlan) -> None:
-        """Build the graph; on the CPU a graph with a symbolic batch also gets a static
-        batch-1 build, which runs batch-1 inputs (latency) with the batch-1 records
-        ``mscgym tune`` and the ``tune`` option write (MetaSchedule tunes static shapes)."""
+        """Build the graph; on the CPU, with a tuning database, a graph with a symbolic
+        batch also gets a static batch-1 build, which runs batch-1 inputs (latency) with
+        the batch-1 records ``mscgym tune`` and the ``tune`` option write (MetaSchedule
+        tunes static shapes)."""
         self._library_path, self._executable, self._batch1 = None, None, None
-        symbols = resolve_symbols(graph, 1) if self._tuning else {}
+        # Without tuning records there is nothing for a second, static build to gain.
+        static = self._tuning and (self._tune is not None
+                                   or tuning.database_exists(self._db_path))
+        symbols = resolve_symbols(graph, 1) if static else {}
         if self._tune is not None:
             self._tune_graph(graph, params, quant, symbols)
         module, info = self._build_module(graph, params, quant, {}, keep=True)
