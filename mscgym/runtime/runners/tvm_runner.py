@@ -18,8 +18,9 @@ the database contents are part of the library's cache key.
 MetaSchedule tunes static shapes, so a graph with a symbolic batch gets two builds on
 the CPU once a tuning database exists: the symbolic one runs batched inputs, and a
 static batch-1 build (tuned, and reported under ``build_info["batch1"]``) runs batch-1
-inputs, which is what latency is profiled on. ``mscgym search --runner tvm`` tunes each new workload with a small budget
-(``--tune-trials``); the search summary reports the tuning it paid.
+inputs, which is what latency is profiled on. ``mscgym search --runner tvm`` tunes each
+new workload with a small budget (``--tune-trials``); the search summary reports the
+tuning it paid.
 """
 
 from __future__ import annotations
