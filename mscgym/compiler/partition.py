@@ -375,7 +375,7 @@ def stitch(host: tvm.IRModule, regions: Mapping[str, tuple[MSCGraph, Mapping[str
             value = binding.value
             if isinstance(value, relax.Call) and isinstance(value.op, tvm.ir.GlobalVar):
                 seg = value.op.name_hint
-                args = [_lookup_name(a, env) for a in value.args]
+                args = [host_value(a, env, "stitch") for a in value.args]
                 if seg in regions:
                     graph, weights = regions[seg]
                     outs = _stitch_region(seg, graph, weights, args, counts, nodes, params,
@@ -386,8 +386,8 @@ def stitch(host: tvm.IRModule, regions: Mapping[str, tuple[MSCGraph, Mapping[str
                 tuple_ret = isinstance(host[value.op].ret_ty, relax.TupleType)
                 env[binding.var] = tuple(outs) if tuple_ret else outs[0]
             else:
-                env[binding.var] = _lookup_name(value, env)
-    result = _lookup_name(main.body.body, env)
+                env[binding.var] = host_value(value, env, "stitch")
+    result = host_value(main.body.body, env, "stitch")
     outputs = list(_flatten(result))
     return Stitched(MSCGraph(name, nodes, inputs, outputs), params, renames, host_inputs)
 
@@ -400,14 +400,17 @@ def _flatten(value: Any) -> Iterable[str]:
         yield value
 
 
-def _lookup_name(expr: relax.Expr, env: Mapping[relax.Var, Any]) -> Any:
+def host_value(expr: relax.Expr, env: Mapping[relax.Var, Any], where: str) -> Any:
+    """What the host function's ``expr`` (a var, tuple or tuple item) holds in ``env``,
+    the values the segments computed so far; one walk for running, stitching and
+    training a partitioned module."""
     if isinstance(expr, relax.Tuple):
-        return tuple(_lookup_name(f, env) for f in expr.fields)
+        return tuple(host_value(f, env, where) for f in expr.fields)
     if isinstance(expr, relax.TupleGetItem):
-        return _lookup_name(expr.tuple_value, env)[expr.index]
-    if isinstance(expr, relax.Var) and expr in env:
+        return host_value(expr.tuple_value, env, where)[expr.index]
+    if expr in env:
         return env[expr]
-    raise MSCError(f"stitch: the host reads {expr}, which no segment computed")
+    raise MSCError(f"{where}: the host reads {expr}, which no segment computed")
 
 
 def _stitch_region(seg: str, graph: MSCGraph, weights: Mapping[str, Any], args: list[Any],
@@ -464,8 +467,8 @@ def _stitch_host(seg: str, func: relax.Function, args: list[Any],
                 names = [t.name for t in outputs]
                 env[var] = tuple(names) if isinstance(var.ty, relax.TupleType) else names[0]
             else:
-                env[var] = _lookup_name(value, env)
-    result = _lookup_name(func.body.body, env)
+                env[var] = host_value(value, env, "stitch")
+    result = host_value(func.body.body, env, "stitch")
     return list(result) if isinstance(result, tuple) else [result]
 
 

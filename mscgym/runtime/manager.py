@@ -23,7 +23,7 @@ from tvm import relax
 from mscgym.compiler.errors import MSCError
 from mscgym.compiler.graph import MSCGraph
 from mscgym.compiler.graph_translator import from_relax
-from mscgym.compiler.partition import fallback_ops, retype, segments_of, stitch
+from mscgym.compiler.partition import fallback_ops, host_value, retype, segments_of, stitch
 from mscgym.compiler.quant_spec import QuantPlan
 from mscgym.runtime.profiling import LatencyStats, profile_runner
 from mscgym.runtime.registry import create_runner
@@ -463,21 +463,21 @@ class PartitionedRuntimeManager:
         for block in main.body.blocks:
             for binding in block.bindings:
                 env[binding.var] = self._evaluate(binding.value, env)
-        result = _lookup(main.body.body, env)
+        result = host_value(main.body.body, env, "partitioned run")
         values = list(result) if isinstance(result, tuple) else [result]
         return [np.asarray(v) for v in values]
 
     def _evaluate(self, value: relax.Expr, env: Mapping[Any, Any]) -> Any:
         if isinstance(value, relax.Call) and isinstance(value.op, tvm.ir.GlobalVar):
             name = value.op.name_hint
-            args = [_lookup(a, env) for a in value.args]
+            args = [host_value(a, env, "partitioned run") for a in value.args]
             returns_tuple = isinstance(self.host[value.op].ret_ty, relax.TupleType)
             if name in self.regions:
                 outputs = self.regions[name].run([np.asarray(a) for a in args])
                 return tuple(outputs) if returns_tuple else outputs[0]
             out = self._host_vms[self._host_funcs[name]]["main"](*[_to_tvm(a) for a in args])
             return tuple(_from_tvm(o) for o in out) if returns_tuple else _from_tvm(out)
-        return _lookup(value, env)
+        return host_value(value, env, "partitioned run")
 
     def profile(self, repeat: int = 100, warmup: int = 10, batch: int = 1,
                 inputs: RunInputs | None = None) -> LatencyStats:
@@ -519,16 +519,6 @@ class PartitionedRuntimeManager:
         path = os.path.join(folder, f"{self.model}.host.py")
         atomic_write_text(path, self.host.script(show_meta=False))
         return path
-
-
-def _lookup(expr: relax.Expr, env: Mapping[Any, Any]) -> Any:
-    if isinstance(expr, relax.Tuple):
-        return tuple(_lookup(f, env) for f in expr.fields)
-    if isinstance(expr, relax.TupleGetItem):
-        return _lookup(expr.tuple_value, env)[expr.index]
-    if expr in env:
-        return env[expr]
-    raise MSCError(f"partitioned run: the host reads {expr}, which no segment computed")
 
 
 def _to_tvm(array: np.ndarray) -> tvm.runtime.Tensor:

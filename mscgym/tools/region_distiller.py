@@ -27,7 +27,7 @@ from tvm import relax
 
 from mscgym.compiler.codegen.torch_codegen import to_torch
 from mscgym.compiler.graph import MSCGraph
-from mscgym.compiler.partition import Stitched, host_vjp
+from mscgym.compiler.partition import Stitched, host_value, host_vjp
 from mscgym.compiler.quant_spec import QuantPlan
 from mscgym.tools.base import MSC_TOOL, BaseTool, Params, ToolConfigError
 from mscgym.tools.distiller import Distiller
@@ -93,15 +93,15 @@ class PartitionedModule(torch.nn.Module):
                 value = binding.value
                 if isinstance(value, relax.Call) and isinstance(value.op, tvm.ir.GlobalVar):
                     name = value.op.name_hint
-                    args = [_lookup(a, env) for a in value.args]
+                    args = [host_value(a, env, "partitioned training") for a in value.args]
                     if name in self.regions:
                         env[binding.var] = self.regions[name](*args)
                     else:
                         outs = _HostCall.apply(self.hosts[name], *args)
                         env[binding.var] = outs if self.hosts[name].returns_tuple else outs[0]
                 else:
-                    env[binding.var] = _lookup(value, env)
-        result = _lookup(self.main.body.body, env)
+                    env[binding.var] = host_value(value, env, "partitioned training")
+        result = host_value(self.main.body.body, env, "partitioned training")
         return result if isinstance(result, tuple) else (result,)
 
     def state_dict(self, *args: Any, **kwargs: Any) -> OrderedDict[str, Any]:  # type: ignore[override]
@@ -110,14 +110,6 @@ class PartitionedModule(torch.nn.Module):
             for key, value in module.state_dict().items():
                 merged[self.renames[region][key]] = value
         return merged
-
-
-def _lookup(expr: relax.Expr, env: Mapping[Any, Any]) -> Any:
-    if isinstance(expr, relax.Tuple):
-        return tuple(_lookup(f, env) for f in expr.fields)
-    if isinstance(expr, relax.TupleGetItem):
-        return _lookup(expr.tuple_value, env)[expr.index]
-    return env[expr]
 
 
 @dataclass
