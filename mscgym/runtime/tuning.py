@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import Any
 
 import tvm
+import tvm_ffi
 from tvm import relax
 from tvm.ir.utils import derived_object
 from tvm.s_tir import meta_schedule as ms
@@ -263,7 +264,7 @@ whose design space holds fewer candidates than the budget is not tuned again eac
 
 
 def _workload_key(task: Any) -> str:
-    return str(tvm.ir.structural_hash(task.dispatched[0]))
+    return str(tvm_ffi.structural_hash(task.dispatched[0]))
 
 
 def _read_budgets(db_path: Path) -> dict[str, int]:
