@@ -88,6 +88,7 @@ def breakdown(model: str, n_plans: int, repeat: int) -> None:
         "artifact fingerprint": (ort_runner, "fingerprint"),
         "runner build": (measure_module, "build_runner"),
         "profiling": (measure_module, "profile_runner"),
+        "paired profiling": (measure_module, "profile_paired"),
         "eval-set run": (measure_module, "graph_batched"),
         "quantize planning (compose_plan)": (task_module, "compose_plan"),
     }
@@ -96,12 +97,12 @@ def breakdown(model: str, n_plans: int, repeat: int) -> None:
         for plan in plans[1:]:
             task.evaluate(plan, use_cache=False)
     total = (time.perf_counter() - start) / n_plans
-    per = {phase: seconds / n_plans for phase, seconds in spent.items()}
+    per = defaultdict(float, {phase: seconds / n_plans for phase, seconds in spent.items()})
     session = per["runner build"] - per["codegen (to_onnx)"] - per["artifact fingerprint"]
     rows = [("codegen (to_onnx)", per["codegen (to_onnx)"]),
             ("session build", session),
             ("artifact fingerprint", per["artifact fingerprint"]),
-            ("profiling", per["profiling"]),
+            ("profiling (paired)", per["profiling"] + per["paired profiling"]),
             ("eval-set run", per["eval-set run"]),
             ("quantize planning (compose_plan)", per["quantize planning (compose_plan)"])]
     rest = total - sum(seconds for _, seconds in rows)
