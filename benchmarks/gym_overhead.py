@@ -26,8 +26,8 @@ import numpy as np
 
 from mscgym.envs.compression_env import CompressionEnv
 from mscgym.runtime.runners import ort_runner
+from mscgym.tasks import builder as builder_module
 from mscgym.tasks import measure as measure_module
-from mscgym.tasks import task as task_module
 from mscgym.tasks.cache import EvaluationCache
 from mscgym.tasks.sources import params_hash
 from mscgym.tasks.task import Task
@@ -90,7 +90,7 @@ def breakdown(model: str, n_plans: int, repeat: int) -> None:
         "profiling": (measure_module, "profile_runner"),
         "paired profiling": (measure_module, "profile_paired"),
         "eval-set run": (measure_module, "graph_batched"),
-        "quantize planning (compose_plan)": (task_module, "compose_plan"),
+        "quantize planning (compose_plan)": (builder_module, "compose_plan"),
     }
     start = time.perf_counter()
     with _timed(spent, targets):

@@ -10,8 +10,11 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import time
+from collections.abc import Callable
 from typing import Any
 
+from mscgym.tasks.metrics import Metrics
 from mscgym.utils.files import atomic_write_text
 
 
@@ -65,3 +68,40 @@ class EvaluationCache:
     def stats(self) -> dict[str, Any]:
         return {"hits": self.hits, "misses": self.misses, "hit_rate": self.hit_rate,
                 "entries": len(self._memory)}
+
+
+Evaluated = tuple[Metrics, dict[str, Any]]
+"""An evaluation's metrics and the resulting tool strategies."""
+
+
+class Evaluations:
+    """A task's evaluations: answered from the cache where it holds the key, else
+    computed, stored and counted (how many, and the seconds they took)."""
+
+    def __init__(self, directory: str | os.PathLike[str] | None = None) -> None:
+        self.cache = EvaluationCache(directory)
+        self.count = 0
+        self.seconds = 0.0
+
+    def lookup(self, key: str) -> Evaluated | None:
+        cached = self.cache.get(key)
+        if cached is None:
+            return None
+        return Metrics.from_json(cached["metrics"]), cached["strategies"]
+
+    def store(self, key: str, metrics: Metrics, strategies: dict[str, Any]) -> None:
+        self.cache.put(key, {"metrics": metrics.to_json(), "strategies": strategies})
+
+    def evaluate(self, key: str, compute: Callable[[], Evaluated],
+                 use_cache: bool = True) -> Evaluated:
+        """The cached result of ``key`` (when ``use_cache``), else ``compute()``, stored."""
+        if use_cache:
+            cached = self.lookup(key)
+            if cached is not None:
+                return cached
+        start = time.perf_counter()
+        metrics, strategies = compute()
+        self.seconds += time.perf_counter() - start
+        self.count += 1
+        self.store(key, metrics, strategies)
+        return metrics, strategies

@@ -6,7 +6,10 @@ Every registered tool with a search space is a kind of its own (its env is
 
 from __future__ import annotations
 
+from typing import Any
+
 from mscgym.compiler.errors import MSCError
+from mscgym.tasks.spaces import Dimension, SearchSpace
 from mscgym.tools.registry import tool_spec, tool_specs
 
 COMPOSITE_KINDS: dict[str, tuple[str, ...]] = {"compress": ("prune", "distill", "quantize")}
@@ -34,6 +37,18 @@ def kind_order(kind: str) -> tuple[str, ...]:
 def kind_tools(kind: str) -> tuple[str, ...]:
     """The tools of ``kind`` in pipeline order (the order of their search dimensions)."""
     return tuple(sorted(kind_order(kind), key=lambda name: tool_spec(name).order))
+
+
+def kind_space(kind: str, task: Any) -> SearchSpace:
+    """The search space of ``task``, a task of ``kind``: the dimensions of each of the
+    kind's tools, in pipeline order, from the space builder each tool declares in
+    :mod:`mscgym.tools.registry`."""
+    dims: list[Dimension] = []
+    for name in kind_tools(kind):
+        dims.extend(tool_spec(name).build_space(task))
+    if not dims:
+        raise MSCError(f"model {task.source.model_id!r} has nothing to {kind}")
+    return SearchSpace(dims)
 
 
 def env_ids() -> dict[str, str]:

@@ -154,6 +154,26 @@ class Reference:
                 and not model.quant)
 
 
+class Measurer:
+    """Measures a task's models on one :class:`Measurement`, each timed paired with the
+    uncompressed model, whose session (:class:`Reference`) is built on first use and kept
+    for the whole search."""
+
+    def __init__(self, how: Measurement, float_model: Compressed, data: TaskData) -> None:
+        create_runner(how.runner, how.device, dict(how.runner_options))  # refuse it now
+        self.how = how
+        self.float_model = float_model
+        self.data = data
+        self.reference: Reference | None = None
+
+    def measure(self, model: Compressed, teacher: np.ndarray) -> Metrics:
+        """:func:`measure` of ``model`` against the ``teacher`` outputs, timed paired with
+        the uncompressed model."""
+        if self.reference is None:
+            self.reference = Reference(self.float_model, self.how)
+        return measure(model, self.data, teacher, self.how, self.reference)
+
+
 def _latency(runner: BaseRunner, model: Compressed, how: Measurement,
              reference: Reference | None) -> tuple[LatencyStats, float | None]:
     """The model's latency stats and its paired speed-up over ``reference`` (None when

@@ -15,6 +15,14 @@ from typing import TYPE_CHECKING, Any
 from mscgym.compiler.errors import MSCError
 from mscgym.compiler.graph import MSCGraph
 from mscgym.compiler.quant_spec import QuantPlan
+from mscgym.tasks.choices import (
+    DEFAULT_QUANT_CHOICE,
+    DISTILL_BASELINE,
+    DISTILL_CHOICES,
+    PERCENTILES,
+    RECOVERY_CHOICES,
+    quantizer_config,
+)
 from mscgym.tasks.sources import Params
 from mscgym.tasks.spaces import Dimension
 from mscgym.tools import MSC_TOOL, BaseTool, create_tool
@@ -57,8 +65,6 @@ def quantize_space(task: Task) -> list[Dimension]:
     """Per-layer choices; float (the baseline) only where the scorer allows a float
     fallback, else the int8 forms with the default one as baseline plus the percentile
     of percentile calibration: the search decides how to quantize."""
-    from mscgym.tasks.task import DEFAULT_QUANT_CHOICE, PERCENTILES, quantizer_config
-
     if task.float_fallback:
         choices = task.quant_choices if "float" in task.quant_choices else (
             "float", *task.quant_choices)
@@ -98,8 +104,6 @@ def quantizer_holding(graph: MSCGraph, params: Params, plan: QuantPlan) -> BaseT
 def distill_space(task: Task) -> list[Dimension]:
     """A distill task searches the distiller's knobs; a compress task with labelled
     training data searches the recovery fine-tuning (AMC), without labels nothing."""
-    from mscgym.tasks.task import DISTILL_BASELINE, DISTILL_CHOICES, RECOVERY_CHOICES
-
     if task.tool == "distill":
         return [Dimension(f"distill:{name}", choices, DISTILL_BASELINE[name])
                 for name, choices in DISTILL_CHOICES.items()]
@@ -113,8 +117,6 @@ def distill_tool(task: Task, choices: Mapping[str, Any], graph: MSCGraph, params
                  context: ToolContext) -> BaseTool | None:
     """The distiller with the chosen knobs (recovery fills the others from the distill
     baseline); 0 epochs leaves the model as it is."""
-    from mscgym.tasks.task import DISTILL_BASELINE
-
     settings = {**DISTILL_BASELINE, **by_target(choices, "distill")}
     if int(settings["epochs"]) <= 0:
         return None
