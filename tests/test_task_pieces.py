@@ -1,0 +1,82 @@
+"""The pieces a Task is made of, each on its own: scoring (baseline rule, the baseline
+measured once or adopted), the evaluation log (cache, counters, on disk) and the checks
+of the space options."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from mscgym.compiler.errors import MSCError
+from mscgym.tasks.cache import Evaluations
+from mscgym.tasks.choices import checked_densities, checked_quant_choices
+from mscgym.tasks.metrics import Metrics
+from mscgym.tasks.scorers import get_scorer
+from mscgym.tasks.scoring import Scoring
+
+
+def _metrics(latency: float, accuracy: float = 0.9) -> Metrics:
+    return Metrics(distill_loss=0.0, accuracy=accuracy, latency_ms=latency,
+                   latency_p90_ms=latency, latency_iqr_ms=0.0, size_bytes=100, params=10,
+                   flops=20, runner="onnxruntime", device="cpu")
+
+
+@pytest.mark.parametrize(("kind", "scorer", "options", "is_plan"), [
+    ("quantize", "latency_under_accuracy", {}, True),
+    ("quantize", "accuracy", {}, False),
+    ("quantize", "weighted", {"weights": {"accuracy": 1.0, "speedup": 0.0}}, False),
+    ("quantize", "weighted", {"weights": {"size": 0.5}}, True),
+    ("prune", "accuracy", {}, True),
+    ("distill", "latency_under_accuracy", {}, False),
+    ("compress", "distill_loss", {}, False),
+])
+def test_baseline_is_a_plan_only_where_the_uncompressed_model_is_one(
+        kind: str, scorer: str, options: dict[str, object], is_plan: bool) -> None:
+    scoring = Scoring(get_scorer(scorer, **options), kind, lambda: _metrics(1.0))
+    assert scoring.baseline_is_plan is is_plan
+
+
+def test_baseline_is_measured_once_and_an_adopted_one_replaces_it() -> None:
+    calls: list[int] = []
+
+    def measure() -> Metrics:
+        calls.append(1)
+        return _metrics(2.0)
+
+    scoring = Scoring(get_scorer("latency_under_accuracy"), "quantize", measure)
+    assert scoring.score(_metrics(1.0)) == pytest.approx(2.0)  # twice as fast, no drop
+    assert scoring.score(_metrics(4.0)) == pytest.approx(0.5)
+    assert len(calls) == 1
+    scoring.adopt(_metrics(4.0))
+    assert scoring.score(_metrics(1.0)) == pytest.approx(4.0)
+    assert len(calls) == 1
+
+
+def test_evaluations_cache_count_and_persist(tmp_path: Path) -> None:
+    computed: list[str] = []
+
+    def compute() -> tuple[Metrics, dict[str, object]]:
+        computed.append("x")
+        return _metrics(3.0), {"quantize": {"fc": {"bits": 8}}}
+
+    log = Evaluations(tmp_path)
+    first = log.evaluate("k", compute)
+    assert log.evaluate("k", compute) == first
+    assert (log.count, len(computed), log.cache.hits) == (1, 1, 1)
+    log.evaluate("k", compute, use_cache=False)
+    assert (log.count, len(computed)) == (2, 2)
+    again = Evaluations(tmp_path)  # another process, same directory
+    metrics, strategies = again.evaluate("k", compute)
+    assert (again.count, len(computed)) == (0, 2)
+    assert metrics == first[0] and strategies == first[1]
+
+
+def test_space_options_are_checked_when_the_task_is_made() -> None:
+    assert checked_quant_choices(["float", "int8_channel_mse"]) == ("float",
+                                                                     "int8_channel_mse")
+    with pytest.raises(MSCError, match="unknown quantization choice 'int3'"):
+        checked_quant_choices(["int3"])
+    assert checked_densities([1, 0.5]) == (1.0, 0.5)
+    with pytest.raises(MSCError, match="densities must lie in"):
+        checked_densities([0.0])
