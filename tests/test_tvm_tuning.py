@@ -156,19 +156,30 @@ def test_dynamic_batch_graph_is_tuned_and_timed_as_its_static_batch1_build(tmp_p
         assert again.tuning_report.tuned == tuned_again
 
 
-@pytest.mark.slow  # a two-plan search on the tvm runner with tuning
-def test_search_on_tvm_reports_the_tuning_it_paid(tmp_path):
+SEARCH_SCRIPT = textwrap.dedent("""
+    import json, sys
     from mscgym.agents.registry import create_agent
     from mscgym.cli.search import format_summary
     from mscgym.tasks.task import Task
-
     task = Task("digits-mlp", "quantize", runner="tvm", profile_repeat=2, profile_warmup=1,
-                runner_options={"db": str(tmp_path / "db"),
+                runner_options={"db": sys.argv[1],
                                 "tune": {"trials": 2, "cost_model": "random"}})
-    result = create_agent("random", seed=0, progress=False).search(task, 2)
-    paid = result.extra["tvm_tuning"]
-    assert paid["workloads"] > 0 and paid["trials"] > 0 and paid["seconds"] > 0
+    first = create_agent("random", seed=0, progress=False).search(task, 2)
     again = create_agent("random", seed=0, progress=False).search(task, 2)
-    assert again.extra["tvm_tuning"]["trials"] == 0  # every workload is in the database
-    summary = format_summary(task, result, str(tmp_path / "best.json"))
-    assert f"{paid['trials']} trials" in summary and "tvm tuning:" in summary
+    print(json.dumps({"first": first.extra["tvm_tuning"], "again": again.extra["tvm_tuning"],
+                      "summary": format_summary(task, first, "best.json")}))
+""")
+
+
+# In a subprocess, as the CLI runs it: inside the pytest process, after another tuning
+# test, MetaSchedule's logger set-up failed formatting a handler name that was None
+# (``tvm.s_tir.meta_schedule.logging._parameterize_config``); the cause is not pinned down.
+@pytest.mark.slow  # a two-plan search on the tvm runner with tuning
+def test_search_on_tvm_reports_the_tuning_it_paid(tmp_path):
+    result = subprocess.run([sys.executable, "-c", SEARCH_SCRIPT, str(tmp_path / "db")],
+                            check=True, capture_output=True, text=True, timeout=900)
+    out = json.loads(result.stdout.strip().splitlines()[-1])
+    paid = out["first"]
+    assert paid["workloads"] > 0 and paid["trials"] > 0 and paid["seconds"] > 0
+    assert out["again"]["trials"] == 0  # every workload is in the database
+    assert f"{paid['trials']} trials" in out["summary"] and "tvm tuning:" in out["summary"]
