@@ -20,6 +20,7 @@ from mscgym.compiler.errors import MSCError
 from mscgym.compiler.graph import MSCGraph
 from mscgym.compiler.quant_spec import QuantPlan
 from mscgym.utils.files import atomic_write_text, read_json
+from mscgym.utils.schema import check_document
 
 Params = dict[str, np.ndarray]
 
@@ -52,11 +53,21 @@ def save_strategy_file(path: str | os.PathLike[str], kind: MSC_TOOL | str, versi
     return os.fspath(path)
 
 
+def check_shape(document: Any, schema: dict[str, Any], where: str) -> None:
+    """Check a tool's config or strategy document against its declared JSON Schema,
+    worded as tool errors are (see :func:`mscgym.utils.schema.check_document`)."""
+    check_document(document, schema, ToolConfigError, where, inline=True)
+
+
 class BaseTool:
     """Base class of the quantizer, pruner, distiller and collector."""
 
     kind: ClassVar[MSC_TOOL | str]
     strategy_version: ClassVar[int] = 1
+    config_schema: ClassVar[dict[str, Any] | None] = None
+    """The JSON Schema of the tool's config (its module's ``CONFIG_SCHEMA``): every key,
+    type, range and choice, declared instead of checked by hand. What a schema cannot
+    say (layer names that must be nodes of the graph, rules across keys) stays in code."""
 
     def __init__(self, graph: MSCGraph, params: Params, config: dict[str, Any] | None) -> None:
         self.graph = graph
@@ -112,6 +123,12 @@ class BaseTool:
             raise ToolConfigError(f"strategy file {where}: {err}") from None
 
     # -- helpers for subclasses ---------------------------------------------------------
+    def check_config(self, config: Any, where: str) -> None:
+        """Check ``config`` against :attr:`config_schema`; the error names the key, what
+        it takes and what was given (``<where>: weight.bits 3: expected one of [4, 8]``)."""
+        if self.config_schema is not None:
+            check_shape(config, self.config_schema, where)
+
     def check_keys(self, config: dict[str, Any], allowed: set[str], where: str) -> None:
         unknown = sorted(set(config) - allowed)
         if unknown:

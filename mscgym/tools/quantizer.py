@@ -85,7 +85,7 @@ from mscgym.compiler.quant_spec import (
     role_index,
 )
 from mscgym.tools import calibration as cal
-from mscgym.tools.base import MSC_TOOL, BaseTool, Params, ToolConfigError
+from mscgym.tools.base import MSC_TOOL, BaseTool, Params, ToolConfigError, check_shape
 
 DEFAULT_INCLUDE = ("msc.conv2d_bias", "nn.conv2d", "msc.linear", "msc.linear_bias")
 TARGETS = ("onnxruntime", "tensorrt", "generic")
@@ -119,9 +119,70 @@ _TARGET_ACTIVATIONS: dict[str, dict[str, Any]] = {
     "tensorrt": {"dtype": "int8", "symmetric": True},
     "generic": {"dtype": "int8", "symmetric": True},
 }
-_CONFIG_KEYS = {"weight", "activation", "layers", "include", "fp16_fallback", "target"}
-_PARAM_KEYS = {"dtype", "scale", "zero_point", "axis", "method"}
 _MIN_BINS, _MAX_BINS = 256, 1 << 16
+
+
+# -- the declared shape of a config and a strategy (checked by check_shape) ---------------
+def _object(properties: dict[str, Any], *, nullable: bool = False,
+            required: tuple[str, ...] = ()) -> dict[str, Any]:
+    """An object with exactly these keys (``nullable``: or null, a section kept float)."""
+    schema: dict[str, Any] = {"type": ["object", "null"] if nullable else "object",
+                              "properties": properties, "additionalProperties": False}
+    if required:
+        schema["required"] = list(required)
+    return schema
+
+
+_FLAG = {"type": "boolean"}
+WEIGHT_SCHEMA = _object({
+    "dtype": {"enum": list(cal.WEIGHT_DTYPES)}, "bits": {"enum": [4, 8]},
+    "per_channel": _FLAG, "symmetric": _FLAG, "method": {"enum": list(cal.WEIGHT_METHODS)},
+}, nullable=True)
+ACTIVATION_SCHEMA = _object({
+    "dtype": {"enum": list(cal.ACTIVATION_DTYPES)}, "bits": {"enum": [8]},
+    "symmetric": _FLAG, "method": {"enum": list(cal.ACTIVATION_METHODS)},
+    "percentile": {"type": "number", "exclusiveMinimum": 50, "maximum": 100},
+    "bins": {"type": "integer", "minimum": _MIN_BINS, "maximum": _MAX_BINS},
+}, nullable=True)
+CONFIG_SCHEMA: dict[str, Any] = {
+    "$schema": "https://json-schema.org/draft/2020-12/schema",
+    "title": "quantizer config",
+    **_object({
+        "weight": WEIGHT_SCHEMA,
+        "activation": ACTIVATION_SCHEMA,
+        "layers": {"type": "object", "additionalProperties": _object(
+            {"skip": _FLAG, "weight": WEIGHT_SCHEMA, "activation": ACTIVATION_SCHEMA})},
+        "include": {"type": "array", "items": {"type": "string"}},
+        "fp16_fallback": {"type": "boolean", "x-expected": "true or false"},
+        "target": {"enum": list(TARGETS)},
+    }),
+}
+"""Every key of a quantizer config; which layer names and optypes exist, and the rules
+across keys (``skip`` alone, ``bits`` agreeing with ``dtype``), stay in code."""
+
+
+def _params_schema(dtypes: tuple[str, ...], methods: tuple[str, ...]) -> dict[str, Any]:
+    return _object({"dtype": {"enum": list(dtypes)}, "scale": {"type": "array", "minItems": 1},
+                    "zero_point": {"type": "array", "minItems": 1},
+                    "axis": {"type": ["integer", "null"]},
+                    "method": {"enum": [*methods, None]}},
+                   required=("dtype", "scale", "zero_point"))
+
+
+STRATEGY_LAYER_SCHEMA: dict[str, Any] = {
+    "$schema": "https://json-schema.org/draft/2020-12/schema",
+    "title": "quantizer strategy layer",
+    "type": "object", "minProperties": 1,
+    "properties": {
+        "weight": _params_schema(cal.WEIGHT_DTYPES, cal.WEIGHT_METHODS),
+        BIAS_ROLE: _params_schema(("int32",), cal.WEIGHT_METHODS),
+        "fallback": {"const": FALLBACK_FP16},
+    },
+    "patternProperties": {r"^(input[0-9]*|output)$": _params_schema(
+        cal.ACTIVATION_DTYPES, cal.ACTIVATION_METHODS)},
+}
+"""One layer's entry of a quantizer strategy: the parameters of each role. Which roles a
+node has (its inputs, weight and bias) and the scales' values stay in code."""
 
 
 @dataclass(frozen=True)
@@ -300,12 +361,12 @@ class Quantizer(BaseTool):
     activations an int8 runtime needs integer around them (see :func:`int8_layout`)."""
 
     kind: ClassVar[MSC_TOOL] = MSC_TOOL.QUANTIZE
+    config_schema: ClassVar[dict[str, Any]] = CONFIG_SCHEMA
 
     def __init__(self, graph: MSCGraph, params: Params, config: dict[str, Any] | None) -> None:
         super().__init__(graph, params, config)
-        self.check_keys(self.config, _CONFIG_KEYS, "quantizer config")
-        self.target = _choice(self.config.get("target", "onnxruntime"), TARGETS,
-                              "quantizer config: target")
+        self.check_config(self.config, "quantizer config")
+        self.target = self.config.get("target", "onnxruntime")
         self.layers, self.fp16_layers = self._parse_config(self.config)
         self._observers: dict[tuple[str, int], cal.TensorObserver] = {}
         for layer in self.layers.values():
@@ -331,21 +392,12 @@ class Quantizer(BaseTool):
                                          "quantizer config: activation",
                                          _TARGET_ACTIVATIONS[self.target])
         include = config.get("include", list(DEFAULT_INCLUDE))
-        if not isinstance(include, list | tuple) or not all(isinstance(o, str) for o in include):
-            raise ToolConfigError(f"quantizer config: include must be a list of optypes, got "
-                                  f"{include!r}")
         unknown = sorted(set(include) - KNOWN_OPTYPES)
         if unknown:
             raise ToolConfigError(f"quantizer config: include names unknown optypes {unknown}; "
                                   f"expected optypes such as {list(DEFAULT_INCLUDE)}")
         fp16 = config.get("fp16_fallback", False)
-        if not isinstance(fp16, bool):
-            raise ToolConfigError(f"quantizer config: fp16_fallback must be true or false, got "
-                                  f"{fp16!r}")
         overrides = config.get("layers", {})
-        if not isinstance(overrides, dict):
-            raise ToolConfigError("quantizer config: layers must map node names to "
-                                  f"{{'skip': true}} or overrides, got {overrides!r}")
         skipped: list[str] = []
         chosen: dict[str, tuple[WeightConfig | None, ActivationConfig | None]] = {}
         for name, entry in overrides.items():
@@ -392,14 +444,7 @@ class Quantizer(BaseTool):
         where = f"quantizer config: layers.{name}"
         self.check_layer(name, "quantizer config: layers")
         node = self.graph.find_node(name)
-        if not isinstance(entry, dict):
-            raise ToolConfigError(f"{where}: expected {{'skip': true}} or an object of "
-                                  f"'weight'/'activation' overrides, got {entry!r}")
-        self.check_keys(entry, {"skip", "weight", "activation"}, where)
-        skip = entry.get("skip", False)
-        if not isinstance(skip, bool):
-            raise ToolConfigError(f"{where}.skip must be true or false, got {skip!r}")
-        if skip:
+        if entry.get("skip", False):
             if set(entry) != {"skip"}:
                 raise ToolConfigError(f"{where}: skip cannot be combined with overrides")
             return None
@@ -589,16 +634,14 @@ class Quantizer(BaseTool):
             self.check_layer(name, "quantizer strategy")
             where = f"quantizer strategy: layer {name!r}"
             node = self.graph.find_node(name)
-            if not isinstance(entry, dict) or not entry:
-                raise ToolConfigError(f"{where}: expected an object with 'input' and/or "
-                                      f"'weight' (or 'fallback'), got {entry!r}")
+            check_shape(entry, STRATEGY_LAYER_SCHEMA, where)
             roles = {"weight", BIAS_ROLE, "fallback", "output",
                      *(input_role(i) for i in range(max(len(node.inputs), 1)))}
             self.check_keys(entry, roles, where)
             if "fallback" in entry:
-                if set(entry) != {"fallback"} or entry["fallback"] != FALLBACK_FP16:
-                    raise ToolConfigError(f"{where}: fallback must be {FALLBACK_FP16!r} and "
-                                          "stand alone")
+                if set(entry) != {"fallback"}:
+                    raise ToolConfigError(f"{where}: fallback must stand alone, got roles "
+                                          f"{sorted(entry)}")
                 fp16.append(name)
                 continue
             _check_quantizable(node, where)
@@ -708,40 +751,22 @@ def _check_quantizable(node: MSCNode, where: str) -> None:
 
 
 def _bits_dtype(section: dict[str, Any], by_bits: dict[int, str], where: str) -> str | None:
+    """The dtype ``bits`` stands for (the schema took its value); it must agree with
+    ``dtype`` when both are given."""
     if "bits" not in section:
         return None
     bits = section["bits"]
-    if isinstance(bits, bool) or bits not in by_bits:
-        raise ToolConfigError(f"{where}.bits {bits!r}: expected one of {sorted(by_bits)}")
     dtype = by_bits[bits]
     if "dtype" in section and section["dtype"] != dtype:
         raise ToolConfigError(f"{where}: bits {bits} and dtype {section['dtype']!r} disagree")
     return dtype
 
 
-def _choice(value: Any, options: tuple[str, ...], where: str) -> str:
-    if value not in options:
-        raise ToolConfigError(f"{where} {value!r}: expected one of {list(options)}")
-    return value
-
-
-def _flag(value: Any, where: str) -> bool:
-    if not isinstance(value, bool):
-        raise ToolConfigError(f"{where} {value!r}: expected true or false")
-    return value
-
-
-def _merged(section: Any, base: dict[str, Any], keys: set[str], where: str,
+def _merged(section: dict[str, Any] | None, base: dict[str, Any], where: str,
             by_bits: dict[int, str]) -> dict[str, Any] | None:
+    """A config section (checked by :data:`CONFIG_SCHEMA`) over ``base``; None: float."""
     if section is None:
         return None
-    if not isinstance(section, dict):
-        raise ToolConfigError(f"{where}: expected an object (or null to keep it float), got "
-                              f"{section!r}")
-    unknown = sorted(set(section) - keys - {"bits"})
-    if unknown:
-        raise ToolConfigError(f"{where}: unknown keys {unknown}; expected some of "
-                              f"{sorted(keys | {'bits'})}")
     merged = {**base, **{k: v for k, v in section.items() if k != "bits"}}
     dtype = _bits_dtype(section, by_bits, where)
     if dtype is not None:
@@ -751,15 +776,8 @@ def _merged(section: Any, base: dict[str, Any], keys: set[str], where: str,
 
 def _weight_section(section: Any, base: WeightConfig | None, where: str) -> WeightConfig | None:
     defaults = asdict(base) if base is not None else dict(_WEIGHT_DEFAULTS)
-    merged = _merged(section, defaults, set(_WEIGHT_DEFAULTS), where, {8: "int8", 4: "int4"})
-    if merged is None:
-        return None
-    return WeightConfig(
-        dtype=_choice(merged["dtype"], cal.WEIGHT_DTYPES, f"{where}.dtype"),
-        per_channel=_flag(merged["per_channel"], f"{where}.per_channel"),
-        symmetric=_flag(merged["symmetric"], f"{where}.symmetric"),
-        method=_choice(merged["method"], cal.WEIGHT_METHODS, f"{where}.method"),
-    )
+    merged = _merged(section, defaults, where, {8: "int8", 4: "int4"})
+    return None if merged is None else WeightConfig(**merged)
 
 
 def _activation_section(section: Any, base: ActivationConfig | None, where: str,
@@ -771,55 +789,24 @@ def _activation_section(section: Any, base: ActivationConfig | None, where: str,
     """
     defaults = (asdict(base) if base is not None
                 else {**_ACTIVATION_DEFAULTS, **target_defaults})
-    merged = _merged(section, defaults, set(_ACTIVATION_DEFAULTS), where, {8: "int8"})
+    merged = _merged(section, defaults, where, {8: "int8"})
     if merged is None:
         return None
     if (isinstance(section, dict) and "symmetric" not in section
             and ("dtype" in section or "bits" in section)):
         merged["symmetric"] = merged["dtype"] == "int8"
-    percentile = merged["percentile"]
-    if (isinstance(percentile, bool) or not isinstance(percentile, int | float)
-            or not 50.0 < percentile <= 100.0):
-        raise ToolConfigError(f"{where}.percentile {percentile!r}: expected a number in "
-                              "(50, 100]")
-    bins = merged["bins"]
-    if isinstance(bins, bool) or not isinstance(bins, int) or not _MIN_BINS <= bins <= _MAX_BINS:
-        raise ToolConfigError(f"{where}.bins {bins!r}: expected an integer in "
-                              f"[{_MIN_BINS}, {_MAX_BINS}]")
-    return ActivationConfig(
-        dtype=_choice(merged["dtype"], cal.ACTIVATION_DTYPES, f"{where}.dtype"),
-        symmetric=_flag(merged["symmetric"], f"{where}.symmetric"),
-        method=_choice(merged["method"], cal.ACTIVATION_METHODS, f"{where}.method"),
-        percentile=float(percentile),
-        bins=bins,
-    )
+    return ActivationConfig(**{**merged, "percentile": float(merged["percentile"]),
+                               "bins": int(merged["bins"])})
 
 
 def _parse_params(node: MSCNode, role: str, data: Any,
                   where: str) -> tuple[QuantParams, str | None]:
-    """One role of a strategy entry -> its parameters and (optional) method."""
-    if not isinstance(data, dict):
-        raise ToolConfigError(f"{where}: expected an object with dtype, scale, zero_point, "
-                              f"axis, got {data!r}")
-    unknown = sorted(set(data) - _PARAM_KEYS)
-    if unknown:
-        raise ToolConfigError(f"{where}: unknown keys {unknown}; expected some of "
-                              f"{sorted(_PARAM_KEYS)}")
-    missing = sorted({"dtype", "scale", "zero_point"} - set(data))
-    if missing:
-        raise ToolConfigError(f"{where}: missing keys {missing}")
+    """One role of a strategy entry (its keys, dtype and method checked by
+    :data:`STRATEGY_LAYER_SCHEMA`) -> its parameters and (optional) method: what a schema
+    cannot say (finite scales, the node's weight and bias, the channel count) is checked
+    here."""
     activation = role not in ("weight", BIAS_ROLE)
-    dtypes = (cal.ACTIVATION_DTYPES if activation else ("int32",) if role == BIAS_ROLE
-              else cal.WEIGHT_DTYPES)
-    methods = cal.ACTIVATION_METHODS if activation else cal.WEIGHT_METHODS
-    _choice(data["dtype"], dtypes, f"{where}.dtype")
     method = data.get("method")
-    if method is not None:
-        _choice(method, methods, f"{where}.method")
-    for key in ("scale", "zero_point"):
-        if not isinstance(data[key], list) or not data[key]:
-            raise ToolConfigError(f"{where}.{key}: expected a non-empty list of numbers, got "
-                                  f"{data[key]!r}")
     if any(isinstance(s, bool) or not isinstance(s, int | float) or not s > 0
            or not np.isfinite(s) for s in data["scale"]):
         raise ToolConfigError(f"{where}.scale: every scale must be a finite number > 0, got "
@@ -828,8 +815,6 @@ def _parse_params(node: MSCNode, role: str, data: Any,
         raise ToolConfigError(f"{where}.zero_point: expected integers, got "
                               f"{data['zero_point'][:8]}")
     axis = data.get("axis")
-    if isinstance(axis, bool):
-        raise ToolConfigError(f"{where}.axis {axis!r}: expected null or 0")
     if activation and axis is not None:
         raise ToolConfigError(f"{where}.axis {axis!r}: activations are quantized per tensor "
                               "(axis null)")

@@ -111,6 +111,13 @@ class ToolSpec:
     def cls(self) -> type[BaseTool]:
         return _resolve(self.tool_class)
 
+    @property
+    def config_schema(self) -> dict[str, Any] | None:
+        """The JSON Schema the tool declares for its config (its class's
+        ``config_schema``, checked when the tool is made): a new tool declares its
+        config's keys, types and ranges there instead of checking them by hand."""
+        return self.cls().config_schema
+
     def build_space(self, task: Any) -> list[Any]:
         if self.space is None:
             raise ToolConfigError(f"tool {self.name!r} declares no search space")

@@ -72,14 +72,45 @@ def _expected(error: ValidationError) -> str:
     return error.message
 
 
+def _inline(found: ValidationError, where: str) -> str:
+    """The tools' wording of a violation: ``<where>: <path> <given>: expected ...``, or
+    ``<where>: <path> must be <x-expected>, got <given>`` where the schema says in words
+    what a key takes (the wording tool errors had before their configs had schemas)."""
+    path = _key(found.absolute_path) if found.absolute_path else ""
+    at = f"{where}: {path}" if path else where
+    if found.validator == "required":
+        missing = sorted(k for k in found.validator_value
+                         if isinstance(found.instance, Mapping) and k not in found.instance)
+        return f"{at}: missing keys {missing}"
+    if found.validator == "additionalProperties" and found.validator_value is False:
+        known = found.schema.get("properties", {})
+        unknown = sorted(k for k in found.instance if k not in known)
+        return f"{at}: unknown keys {unknown}; expected some of {sorted(known)}"
+    if found.validator == "enum":
+        expected = f"one of {list(found.validator_value)}"
+    else:
+        expected = _expected(found).removeprefix("expected ")
+    if "x-expected" in found.schema:
+        return f"{at} must be {found.schema['x-expected']}, got {_value(found.instance)}"
+    if not path:
+        return f"{where}: expected {expected}, got {_value(found.instance)}"
+    return f"{at} {_value(found.instance)}: expected {expected}"
+
+
 def check_document(document: Any, schema: Mapping[str, Any], error: type[Exception],
-                   where: str) -> None:
+                   where: str, *, inline: bool = False) -> None:
     """Raise ``error("<where>: key '<path>': expected ..., got ...")`` at the first
-    place ``document`` violates ``schema``."""
+    place ``document`` violates ``schema``.
+
+    ``inline`` words it as the tools do (``<where>: weight.bits 3: expected one of
+    [4, 8]``), so a tool's messages keep their form when its checks become a schema.
+    """
     validator = _validator(json.dumps(schema, sort_keys=True))
     found = best_match(validator.iter_errors(document))
     if found is None:
         return
+    if inline:
+        raise error(_inline(found, where))
     key = _key(found.absolute_path)
     if found.validator == "required":
         missing = [k for k in found.validator_value
