@@ -35,7 +35,7 @@ from mscgym.compiler.dims import Dim
 from mscgym.compiler.errors import MSCError
 from mscgym.compiler.graph import MSCGraph
 from mscgym.compiler.ops import HOST_OP
-from mscgym.tools.base import MSC_TOOL, BaseTool, Params, ToolConfigError
+from mscgym.tools.base import MSC_TOOL, BaseTool, Params, ToolConfigError, check_shape
 from mscgym.tools.prune_groups import (
     CONV_OPS,
     ChannelAnalysis,
@@ -47,29 +47,63 @@ from mscgym.tools.prune_groups import (
 if TYPE_CHECKING:
     from mscgym.compiler.partition import Stitched
 
-_CONFIG_KEYS = {"density", "norm", "layers", "mode", "budget", "min_channels", "round_to"}
 _NORMS = ("l1", "l2")
 _MODES = ("uniform", "global")
 _BUDGETS = ("params", "flops")
-_GROUP_KEYS = {"name", "layers", "channels", "density", "keep"}
+
+_FRACTION = {"type": "number", "exclusiveMinimum": 0, "maximum": 1}
+_COUNT = {"type": "integer", "minimum": 1}
+CONFIG_SCHEMA: dict[str, Any] = {
+    "$schema": "https://json-schema.org/draft/2020-12/schema",
+    "title": "pruner config",
+    "type": "object",
+    "properties": {
+        "density": _FRACTION,
+        "norm": {"enum": list(_NORMS)},
+        "mode": {"enum": list(_MODES)},
+        "budget": {"type": "object", "properties": dict.fromkeys(_BUDGETS, _FRACTION),
+                   "additionalProperties": False, "minProperties": 1, "maxProperties": 1,
+                   "x-expected": "one of {'params': f} or {'flops': f}, f in (0, 1]"},
+        "layers": {"type": "object", "additionalProperties": {
+            "type": "object", "properties": {"density": _FRACTION, "skip": {"const": True}},
+            "additionalProperties": False, "minProperties": 1, "maxProperties": 1,
+            "x-expected": "{'density': d} or {'skip': true}"}},
+        "min_channels": _COUNT,
+        "round_to": _COUNT,
+    },
+    "additionalProperties": False,
+}
+"""Every key of a pruner config; which layers exist and can be pruned, and that a
+``budget`` needs mode ``global``, stay in code."""
+
+STRATEGY_SCHEMA: dict[str, Any] = {
+    "$schema": "https://json-schema.org/draft/2020-12/schema",
+    "title": "pruner strategy",
+    "type": "object",
+    "required": ["groups"],
+    "properties": {"groups": {"type": "array", "items": {
+        "type": "object",
+        "properties": {
+            "name": {"type": "string"},
+            "layers": {"type": "array", "minItems": 1, "items": {"type": "string"}},
+            "channels": {"type": "integer"},
+            "density": {"type": "number"},
+            "keep": {"type": "array", "minItems": 1, "items": {"type": "integer"},
+                     "x-expected": "a non-empty list of channel indices"},
+        },
+        "required": ["layers", "keep"],
+        "additionalProperties": False,
+    }}},
+    "additionalProperties": False,
+}
+"""The shape of a pruner strategy; that the layers form a channel group, the indices are
+in range and distinct, and ``channels``/``density`` describe ``keep`` stay in code."""
 
 
 def _fraction(value: Any, where: str) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value <= 1:
         raise ToolConfigError(f"{where}: expected a number in (0, 1], got {value!r}")
     return float(value)
-
-
-def _positive_int(value: Any, where: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ToolConfigError(f"{where}: expected an integer >= 1, got {value!r}")
-    return value
-
-
-def _choice(value: Any, choices: tuple[str, ...], where: str) -> str:
-    if value not in choices:
-        raise ToolConfigError(f"{where}: expected one of {list(choices)}, got {value!r}")
-    return str(value)
 
 
 def model_cost(graph: MSCGraph) -> dict[str, int]:
@@ -88,6 +122,7 @@ class Pruner(BaseTool):
     """Prunes output channels of conv/linear layers, group by group, by weight norm."""
 
     kind = MSC_TOOL.PRUNE
+    config_schema = CONFIG_SCHEMA
 
     def __init__(self, graph: MSCGraph, params: Params, config: dict[str, Any] | None) -> None:
         super().__init__(graph, params, config)
@@ -100,44 +135,23 @@ class Pruner(BaseTool):
     # -- config -----------------------------------------------------------------------
     def _validate(self) -> None:
         config = self.config
-        self.check_keys(config, _CONFIG_KEYS, "pruner config")
-        self.density = _fraction(config.get("density", 0.5), "config key 'density'")
-        self.norm = _choice(config.get("norm", "l1"), _NORMS, "config key 'norm'")
-        self.mode = _choice(config.get("mode", "uniform"), _MODES, "config key 'mode'")
-        self.min_channels = _positive_int(config.get("min_channels", 1),
-                                          "config key 'min_channels'")
-        self.round_to = _positive_int(config.get("round_to", 1), "config key 'round_to'")
+        self.check_config(config, "pruner config")
+        self.density = float(config.get("density", 0.5))
+        self.norm = config.get("norm", "l1")
+        self.mode = config.get("mode", "uniform")
+        self.min_channels = int(config.get("min_channels", 1))
+        self.round_to = int(config.get("round_to", 1))
         budget = config.get("budget")
         if budget is not None and self.mode != "global":
-            raise ToolConfigError("config key 'budget': only used with mode 'global' "
+            raise ToolConfigError("pruner config: budget: only used with mode 'global' "
                                   f"(mode is {self.mode!r})")
-        budget = {"params": self.density} if budget is None else budget
-        if not isinstance(budget, dict) or len(budget) != 1:
-            raise ToolConfigError(f"config key 'budget': expected one of "
-                                  f"{[{k: 0.5} for k in _BUDGETS]}, got {budget!r}")
-        (metric, target), = budget.items()
-        self.budget = (_choice(metric, _BUDGETS, "config key 'budget'"),
-                       _fraction(target, f"config key 'budget.{metric}'"))
-        layers = config.get("layers", {})
-        if not isinstance(layers, dict):
-            raise ToolConfigError(f"config key 'layers': expected a mapping of layer name to "
-                                  f"{{'density': d}} or {{'skip': true}}, got {layers!r}")
+        (metric, target), = ({"params": self.density} if budget is None else budget).items()
+        self.budget = (metric, float(target))
         self.layer_density: dict[str, float | None] = {}
-        for name, setting in layers.items():
-            key = f"layers.{name}"
-            self._check_prunable(name, "config key 'layers'")
-            if not isinstance(setting, dict) or len(setting) != 1 or not (
-                    set(setting) <= {"density", "skip"}):
-                raise ToolConfigError(f"config key '{key}': expected {{'density': d}} or "
-                                      f"{{'skip': true}}, got {setting!r}")
-            if "skip" in setting:
-                if setting["skip"] is not True:
-                    raise ToolConfigError(f"config key '{key}.skip': expected true, got "
-                                          f"{setting['skip']!r}")
-                self.layer_density[name] = None
-            else:
-                self.layer_density[name] = _fraction(setting["density"],
-                                                     f"config key '{key}.density'")
+        for name, setting in config.get("layers", {}).items():
+            self._check_prunable(name, "pruner config: layers")
+            self.layer_density[name] = (None if "skip" in setting
+                                        else float(setting["density"]))
 
     def _check_prunable(self, layer: str, where: str) -> ChannelGroup:
         self.check_layer(layer, where)
@@ -305,25 +319,18 @@ class Pruner(BaseTool):
 
     def set_strategy(self, strategy: dict[str, Any]) -> None:
         """Adopt kept channels per group; groups the strategy omits are kept whole."""
-        if not isinstance(strategy, dict) or not isinstance(strategy.get("groups"), list):
-            raise ToolConfigError("pruner strategy: expected {'groups': [...]}")
-        self.check_keys(strategy, {"groups"}, "pruner strategy")
+        check_shape(strategy, STRATEGY_SCHEMA, "pruner strategy")
         keep: dict[str, np.ndarray] = {}
         for position, entry in enumerate(strategy["groups"]):
             where = f"pruner strategy groups[{position}]"
-            if not isinstance(entry, dict):
-                raise ToolConfigError(f"{where}: expected an object, got {entry!r}")
-            self.check_keys(entry, _GROUP_KEYS, where)
-            layers = entry.get("layers")
-            if not isinstance(layers, list) or not layers:
-                raise ToolConfigError(f"{where}.layers: expected a non-empty list of layers")
+            layers = entry["layers"]
             group = self._check_prunable(layers[0], f"{where}.layers")
             if sorted(layers) != sorted(group.members):
                 raise ToolConfigError(f"{where}.layers: {layers} is not a channel group; layer "
                                       f"{layers[0]!r} is pruned together with {group.members}")
             if group.name in keep:
                 raise ToolConfigError(f"{where}: group {group.name!r} is listed twice")
-            keep[group.name] = _kept_indices(entry.get("keep"), group.channels, f"{where}.keep")
+            keep[group.name] = _kept_indices(entry["keep"], group.channels, f"{where}.keep")
             _check_stated(entry, group.channels, len(keep[group.name]), where)
         self._keep = {name: keep.get(name, np.arange(g.channels))
                       for name, g in self._groups.items()}
@@ -440,8 +447,7 @@ def _check_stated(entry: dict[str, Any], channels: int, kept: int, where: str) -
     """A strategy's ``channels`` and ``density`` describe its ``keep`` list; a value that
     does not (``density: 2``, ``channels: 99`` on a 16-channel group) is refused rather
     than ignored, since the file would claim a different model than it builds."""
-    if "channels" in entry and (type(entry["channels"]) is not int
-                                or entry["channels"] != channels):
+    if "channels" in entry and entry["channels"] != channels:
         raise ToolConfigError(f"{where}.channels: the group has {channels} channels, the "
                               f"strategy says {entry['channels']!r}")
     if "density" in entry:
@@ -451,11 +457,10 @@ def _check_stated(entry: dict[str, Any], channels: int, kept: int, where: str) -
                                   f"channels ({kept} of {channels} = {kept / channels:.6g})")
 
 
-def _kept_indices(value: Any, channels: int, where: str) -> np.ndarray:
-    if not isinstance(value, list) or not value:
-        raise ToolConfigError(f"{where}: expected a non-empty list of channel indices")
-    bad = [i for i in value if isinstance(i, bool) or not isinstance(i, int)
-           or not 0 <= i < channels]
+def _kept_indices(value: list[int], channels: int, where: str) -> np.ndarray:
+    """A group's kept channels (a non-empty list of integers, by the schema): in range
+    and distinct."""
+    bad = [i for i in value if not 0 <= i < channels]
     if bad:
         raise ToolConfigError(f"{where}: indices {bad[:5]} are out of range [0, {channels})")
     if len(set(value)) != len(value):
