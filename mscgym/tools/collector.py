@@ -25,10 +25,26 @@ from safetensors.numpy import save_file
 
 from mscgym.compiler.errors import MSCError
 from mscgym.compiler.graph import MSCGraph
-from mscgym.tools.base import MSC_TOOL, BaseTool, Params, ToolConfigError
+from mscgym.tools.base import MSC_TOOL, BaseTool, Params
 from mscgym.utils.files import atomic_write, atomic_write_text
 
 MODES = ("tensor", "stats")
+_NODES = "'all' or a list of node names"
+CONFIG_SCHEMA: dict[str, Any] = {
+    "$schema": "https://json-schema.org/draft/2020-12/schema",
+    "title": "collector config",
+    "type": "object",
+    "properties": {
+        "nodes": {"anyOf": [{"const": "all", "x-expected": _NODES},
+                            {"type": "array", "items": {"type": "string"}, "x-expected": _NODES}],
+                  "x-expected": _NODES},
+        "mode": {"enum": list(MODES)},
+        "max_batches": {"type": ["integer", "null"], "minimum": 1},
+    },
+    "additionalProperties": False,
+}
+"""Every key of a collector config (and strategy, which is its config); that the nodes
+are nodes of the graph stays in code."""
 
 
 @dataclass
@@ -68,10 +84,11 @@ class Collector(BaseTool):
     """Watches node outputs and keeps them (``tensor``) or their statistics (``stats``)."""
 
     kind: ClassVar[MSC_TOOL] = MSC_TOOL.COLLECT
+    config_schema: ClassVar[dict[str, Any]] = CONFIG_SCHEMA
 
     def __init__(self, graph: MSCGraph, params: Params, config: dict[str, Any] | None) -> None:
         super().__init__(graph, params, config)
-        self._reset(*self._parse(self.config))
+        self._reset(*self._parse(self.config, "collector config"))
 
     def _reset(self, nodes: list[str], mode: str, max_batches: int | None) -> None:
         self.nodes, self.mode, self.max_batches = nodes, mode, max_batches
@@ -80,28 +97,19 @@ class Collector(BaseTool):
         self._arrays: dict[str, list[np.ndarray]] = {name: [] for name in nodes}
         self._stats: dict[str, RunningStats] = {name: RunningStats() for name in nodes}
 
-    def _parse(self, config: dict[str, Any]) -> tuple[list[str], str, int | None]:
-        self.check_keys(config, {"nodes", "mode", "max_batches"}, "collector config")
+    def _parse(self, config: Any, where: str) -> tuple[list[str], str, int | None]:
+        """A config or strategy (checked by :data:`CONFIG_SCHEMA`; the node names must be
+        nodes of the graph) -> nodes, mode and batch limit."""
+        self.check_config(config, where)
         nodes = config.get("nodes", "all")
         if nodes == "all":
             names = [n.name for n in self.graph.nodes if n.optype != "input"]
-        elif isinstance(nodes, list) and all(isinstance(n, str) for n in nodes):
-            for name in nodes:
-                self.check_layer(name, "collector config: nodes")
-            names = list(dict.fromkeys(nodes))
         else:
-            raise ToolConfigError(f"collector config: nodes must be 'all' or a list of node "
-                                  f"names, got {nodes!r}")
-        mode = config.get("mode", "stats")
-        if mode not in MODES:
-            raise ToolConfigError(f"collector config: mode {mode!r}: expected one of "
-                                  f"{list(MODES)}")
+            for name in nodes:
+                self.check_layer(name, f"{where}: nodes")
+            names = list(dict.fromkeys(nodes))
         limit = config.get("max_batches")
-        if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int)
-                                  or limit < 1):
-            raise ToolConfigError(f"collector config: max_batches {limit!r}: expected an "
-                                  "integer >= 1 (or null for no limit)")
-        return names, mode, limit
+        return names, config.get("mode", "stats"), None if limit is None else int(limit)
 
     @property
     def done(self) -> bool:
@@ -156,7 +164,4 @@ class Collector(BaseTool):
         return {"nodes": list(self.nodes), "mode": self.mode, "max_batches": self.max_batches}
 
     def set_strategy(self, strategy: dict[str, Any]) -> None:
-        if not isinstance(strategy, dict):
-            raise ToolConfigError(f"collector strategy: expected an object, got "
-                                  f"{type(strategy).__name__}")
-        self._reset(*self._parse(strategy))
+        self._reset(*self._parse(strategy, "collector strategy"))

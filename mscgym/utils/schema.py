@@ -57,7 +57,10 @@ def _expected(error: ValidationError) -> str:
         return "expected " + " or ".join(_TYPE_NAMES.get(k, k) for k in kinds)
     if error.validator in ("minimum", "exclusiveMinimum"):
         strict = "> " if error.validator == "exclusiveMinimum" else ">= "
-        kind = "an integer" if error.schema.get("type") == "integer" else "a number"
+        types = error.schema.get("type")
+        integer = types == "integer" or (isinstance(types, list) and "integer" in types
+                                         and "number" not in types)
+        kind = "an integer" if integer else "a number"
         return f"expected {kind} {strict}{error.validator_value}"
     if error.validator == "maximum":
         return f"expected a number <= {error.validator_value}"
