@@ -24,7 +24,6 @@ from __future__ import annotations
 import copy
 import logging
 import math
-import re
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -39,7 +38,7 @@ from mscgym.compiler.errors import MSCError
 from mscgym.compiler.graph import MSCGraph, MSCTensor
 from mscgym.compiler.quant_spec import QuantPlan
 from mscgym.tools import losses
-from mscgym.tools.base import MSC_TOOL, BaseTool, Params, ToolConfigError
+from mscgym.tools.base import MSC_TOOL, BaseTool, Params, ToolConfigError, check_shape
 from mscgym.utils.hashing import arrays_hash
 
 logger = logging.getLogger(__name__)
@@ -62,10 +61,63 @@ _DEFAULTS: dict[str, Any] = {
 _OPTIMIZERS = ("adam", "sgd")
 _SCHEDULES = ("cosine", "constant")
 _SGD_MOMENTUM = 0.9
-_PAIR_KEYS = {"student", "teacher", "weight", "loss"}
-_STRATEGY_KEYS = {"config", "matched", "final", "weights_sha256"}
 _WEIGHT_LAYER_PREFIXES = ("nn.conv", "msc.conv", "msc.linear")
-_SHA256 = re.compile(r"[0-9a-f]{64}")
+_FLOATS = ("temperature", "alpha", "lr", "weight_decay")
+
+_PAIR_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "properties": {"student": {"type": "string"}, "teacher": {"type": "string"},
+                   "weight": {"type": "number", "minimum": 0},
+                   "loss": {"enum": list(losses.FEATURE_LOSSES)}},
+    "required": ["student", "teacher"],
+    "additionalProperties": False,
+}
+_INTERMEDIATE = '"auto" or a list of {student, teacher, weight, loss} objects'
+_COUNT = {"type": "integer", "minimum": 1}
+_NATURAL = {"type": "integer", "minimum": 0}
+CONFIG_SCHEMA: dict[str, Any] = {
+    "$schema": "https://json-schema.org/draft/2020-12/schema",
+    "title": "distiller config",
+    "type": "object",
+    "properties": {
+        "loss": {"enum": list(losses.OUTPUT_LOSSES)},
+        "temperature": {"type": "number", "exclusiveMinimum": 0},
+        "alpha": {"type": "number", "minimum": 0, "maximum": 1},
+        "intermediate": {"anyOf": [
+            {"const": "auto", "x-expected": _INTERMEDIATE},
+            {"type": "array", "items": _PAIR_SCHEMA, "x-expected": _INTERMEDIATE}],
+            "x-expected": _INTERMEDIATE},
+        "epochs": _COUNT,
+        "lr": {"type": "number", "exclusiveMinimum": 0},
+        "optimizer": {"enum": list(_OPTIMIZERS)},
+        "schedule": {"enum": list(_SCHEDULES)},
+        "batch_size": _COUNT,
+        "weight_decay": {"type": "number", "minimum": 0},
+        "seed": _NATURAL,
+        "threads": _NATURAL,
+        "progress": {"type": "boolean"},
+    },
+    "additionalProperties": False,
+}
+"""Every key of a distiller config; that its numbers are finite (JSON Schema lets NaN
+through) and its student nodes are nodes of the graph stays in code."""
+
+STRATEGY_SCHEMA: dict[str, Any] = {
+    "$schema": "https://json-schema.org/draft/2020-12/schema",
+    "title": "distiller strategy",
+    "type": "object",
+    "properties": {
+        "config": {"type": "object"},
+        "matched": {"type": "array", "items": _PAIR_SCHEMA},
+        "final": {"type": ["object", "null"]},
+        "weights_sha256": {"type": ["string", "null"], "pattern": "^[0-9a-f]{64}$",
+                           "x-expected": "64 lowercase hex digits or null"},
+    },
+    "required": ["config", "matched", "final", "weights_sha256"],
+    "additionalProperties": False,
+}
+"""The shape of a distiller strategy (its ``config`` is checked by :data:`CONFIG_SCHEMA`);
+the matched nodes against both graphs stay in code."""
 
 EvalFn = Callable[[Callable[[torch.Tensor], torch.Tensor]], Any]
 
@@ -102,6 +154,7 @@ class Distiller(BaseTool):
     """
 
     kind = MSC_TOOL.DISTILL
+    config_schema = CONFIG_SCHEMA
 
     def __init__(self, graph: MSCGraph, params: Params, config: dict[str, Any] | None) -> None:
         super().__init__(graph, params, config)
@@ -258,78 +311,38 @@ class Distiller(BaseTool):
 
     def set_strategy(self, strategy: dict[str, Any]) -> None:
         where = "distiller strategy"
-        if not isinstance(strategy, dict):
-            raise ToolConfigError(f"{where}: expected a JSON object, got {type(strategy).__name__}")
-        self.check_keys(strategy, _STRATEGY_KEYS, where)
-        missing = sorted(_STRATEGY_KEYS - set(strategy))
-        if missing:
-            raise ToolConfigError(f"{where}: missing keys {missing}")
+        check_shape(strategy, STRATEGY_SCHEMA, where)
         config = self._validate_config(strategy["config"], f"{where} config")
-        matched = strategy["matched"]
-        if not isinstance(matched, list):
-            raise ToolConfigError(f"{where} key 'matched': expected a list of node pairs")
-        pairs = [self._check_against_teacher(self._check_pair(item, f"{where} matched[{i}]"),
-                                             f"{where} matched[{i}]")
-                 for i, item in enumerate(matched)]
-        final = strategy["final"]
-        if final is not None and not isinstance(final, dict):
-            raise ToolConfigError(f"{where} key 'final': expected an object of losses or null")
-        sha = strategy["weights_sha256"]
-        if sha is not None and not (isinstance(sha, str) and _SHA256.fullmatch(sha)):
-            raise ToolConfigError(f"{where} key 'weights_sha256': expected 64 lowercase hex "
-                                  f"digits or null, got {sha!r}")
+        pairs = [self._check_against_teacher(self._check_pair(item, f"{where}: matched[{i}]"),
+                                             f"{where}: matched[{i}]")
+                 for i, item in enumerate(strategy["matched"])]
         self.config, self._pairs = config, pairs
-        self._final, self._weights_sha256 = final, sha
+        self._final, self._weights_sha256 = strategy["final"], strategy["weights_sha256"]
 
     # -- internals ------------------------------------------------------------------------
     def _validate_config(self, config: Any, where: str) -> dict[str, Any]:
-        if not isinstance(config, dict):
-            raise ToolConfigError(f"{where}: expected an object, got {type(config).__name__}")
-        self.check_keys(config, set(_DEFAULTS), where)
+        """A config checked by :data:`CONFIG_SCHEMA`, its numbers finite and its student
+        nodes in the graph, merged over the defaults."""
+        self.check_config(config, where)
         merged = {**_DEFAULTS, **config}
-        _check_choice(merged, "loss", losses.OUTPUT_LOSSES, where)
-        _check_choice(merged, "optimizer", _OPTIMIZERS, where)
-        _check_choice(merged, "schedule", _SCHEDULES, where)
-        _check_number(merged, "temperature", where, low=0.0, low_open=True)
-        _check_number(merged, "alpha", where, low=0.0, high=1.0)
-        _check_number(merged, "lr", where, low=0.0, low_open=True)
-        _check_number(merged, "weight_decay", where, low=0.0)
-        for key, low in (("epochs", 1), ("batch_size", 1), ("seed", 0), ("threads", 0)):
-            value = merged[key]
-            if isinstance(value, bool) or not isinstance(value, int) or value < low:
-                raise ToolConfigError(f"{where} key {key!r}: expected an integer >= {low}, "
-                                      f"got {value!r}")
-        if not isinstance(merged["progress"], bool):
-            raise ToolConfigError(f"{where} key 'progress': expected true or false, "
-                                  f"got {merged['progress']!r}")
-        intermediate = merged["intermediate"]
-        if isinstance(intermediate, list):
-            pairs = [self._check_pair(item, f"{where} key 'intermediate'[{i}]")
-                     for i, item in enumerate(intermediate)]
+        for key in _FLOATS:
+            _check_finite(merged[key], f"{where}: {key}")
+        if isinstance(merged["intermediate"], list):
+            pairs = [self._check_pair(item, f"{where}: intermediate[{i}]")
+                     for i, item in enumerate(merged["intermediate"])]
             merged["intermediate"] = [pair.to_json() for pair in pairs]
-        elif intermediate != "auto":
-            raise ToolConfigError(f"{where} key 'intermediate': expected \"auto\" or a list of "
-                                  f"{{student, teacher, weight, loss}} objects, "
-                                  f"got {intermediate!r}")
-        for key in ("temperature", "alpha", "lr", "weight_decay"):
+        for key in _FLOATS:
             merged[key] = float(merged[key])
         return merged
 
-    def _check_pair(self, item: Any, where: str) -> FeaturePair:
-        """A pair as the config writes it; the student node must exist in the student."""
-        if not isinstance(item, dict):
-            raise ToolConfigError(f"{where}: expected an object with keys student, teacher")
-        self.check_keys(item, _PAIR_KEYS, where)
-        for key in ("student", "teacher"):
-            if not isinstance(item.get(key), str):
-                raise ToolConfigError(f"{where} key {key!r}: expected a node name, "
-                                      f"got {item.get(key)!r}")
+    def _check_pair(self, item: dict[str, Any], where: str) -> FeaturePair:
+        """A pair as the config writes it (shape checked by the schema): the student node
+        must exist in the student, the weight be finite."""
         self.check_layer(item["student"], f"{where} key 'student'")
-        merged = {"weight": 1.0, "loss": "mse", **item}
-        _check_choice(merged, "loss", losses.FEATURE_LOSSES, where)
-        _check_number(merged, "weight", where, low=0.0)
-        return FeaturePair(item["student"], item["teacher"], float(merged["weight"]),
-                           merged["loss"])
+        weight = item.get("weight", 1.0)
+        _check_finite(weight, f"{where}.weight")
+        return FeaturePair(item["student"], item["teacher"], float(weight),
+                           item.get("loss", "mse"))
 
     def _resolve_pairs(self) -> list[FeaturePair]:
         """The configured pairs checked against the teacher, or the "auto" matches."""
@@ -337,7 +350,7 @@ class Distiller(BaseTool):
         if intermediate == "auto":
             return _auto_pairs(self.graph, self._teacher_graph)
         return [self._check_against_teacher(FeaturePair(**item),
-                                            f"distiller config key 'intermediate'[{index}]")
+                                            f"distiller config: intermediate[{index}]")
                 for index, item in enumerate(intermediate)]
 
     def _check_against_teacher(self, pair: FeaturePair, where: str) -> FeaturePair:
@@ -553,21 +566,7 @@ def _as_input_tensors(train_inputs: Any, graph: MSCGraph) -> list[torch.Tensor]:
     return tensors
 
 
-def _check_choice(config: dict[str, Any], key: str, choices: Sequence[str], where: str) -> None:
-    if config[key] not in choices:
-        raise ToolConfigError(f"{where} key {key!r}: expected one of {list(choices)}, "
-                              f"got {config[key]!r}")
-
-
-def _check_number(config: dict[str, Any], key: str, where: str, low: float,
-                  high: float | None = None, low_open: bool = False) -> None:
-    value = config[key]
-    ok = (isinstance(value, int | float) and not isinstance(value, bool)
-          and math.isfinite(value) and (value > low if low_open else value >= low)
-          and (high is None or value <= high))
-    if not ok:
-        bound = f"> {low}" if low_open else f">= {low}"
-        if high is not None:
-            bound += f" and <= {high}"
-        raise ToolConfigError(f"{where} key {key!r}: expected a finite number {bound}, "
-                              f"got {value!r}")
+def _check_finite(value: float, where: str) -> None:
+    """JSON Schema's ranges let NaN (and infinity, where unbounded) through."""
+    if not math.isfinite(value):
+        raise ToolConfigError(f"{where} {value!r}: expected a finite number")
