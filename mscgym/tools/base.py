@@ -44,6 +44,16 @@ def tool_name(kind: MSC_TOOL | str) -> str:
     return kind.value if isinstance(kind, Enum) else str(kind)
 
 
+def strategy_file_schema(kind: MSC_TOOL | str, version: int) -> dict[str, Any]:
+    """The JSON Schema of a strategy file of tool ``kind`` at ``version`` (the envelope
+    :func:`save_strategy_file` writes; the tool's ``set_strategy`` checks the inside)."""
+    return {"$schema": "https://json-schema.org/draft/2020-12/schema",
+            "title": "strategy file", "type": "object",
+            "required": ["tool", "version", "strategy"],
+            "properties": {"tool": {"const": tool_name(kind)}, "version": {"const": version},
+                           "graph": {"type": "string"}, "strategy": {"type": "object"}}}
+
+
 def save_strategy_file(path: str | os.PathLike[str], kind: MSC_TOOL | str, version: int,
                        graph: str, strategy: dict[str, Any]) -> str:
     """Write a strategy document (what :meth:`BaseTool.load_strategy` reads) atomically."""
@@ -107,16 +117,8 @@ class BaseTool:
     def load_strategy(self, path: str | os.PathLike[str]) -> None:
         where = os.fspath(path)
         document = read_json(where, ToolConfigError, "strategy file")
-        if not isinstance(document, dict):
-            raise ToolConfigError(f"strategy file {where}: expected a JSON object")
-        if document.get("tool") != tool_name(self.kind):
-            raise ToolConfigError(f"strategy file {where}: is for tool {document.get('tool')!r}, "
-                                  f"expected {tool_name(self.kind)!r}")
-        if document.get("version") != self.strategy_version:
-            raise ToolConfigError(f"strategy file {where}: version {document.get('version')!r} "
-                                  f"is not supported (expected {self.strategy_version})")
-        if not isinstance(document.get("strategy"), dict):
-            raise ToolConfigError(f"strategy file {where}: missing key 'strategy'")
+        check_shape(document, strategy_file_schema(self.kind, self.strategy_version),
+                    f"strategy file {where}")
         try:
             self.set_strategy(document["strategy"])
         except ToolConfigError as err:
