@@ -74,14 +74,24 @@ class QuantParams:
         shape[self.axis % ndim] = len(self.scale)
         return tuple(shape)
 
+    def quantize(self, x: np.ndarray, axis: int | None = None) -> np.ndarray:
+        """The integers ``x`` stores as (int64), per channel along ``axis`` (default: the
+        params' own): the one rounding every codegen and the numpy reference share."""
+        shape = [1] * x.ndim
+        axis = self.axis if axis is None else axis
+        if axis is not None:
+            shape[axis % x.ndim] = len(self.scale)
+        scale = self.scale_array().reshape(shape)
+        zero = self.zero_point_array().reshape(shape)
+        low, high = self.qrange
+        return np.clip(np.round(x / scale) + zero, low, high).astype(np.int64)
+
     def fake_quant(self, x: np.ndarray) -> np.ndarray:
         """Quantize then dequantize ``x`` in numpy (the reference every runner must match)."""
         shape = self.broadcast_shape(x.ndim)
         scale = self.scale_array().reshape(shape)
         zero = self.zero_point_array().reshape(shape)
-        low, high = self.qrange
-        q = np.clip(np.round(x / scale) + zero, low, high)
-        return ((q - zero) * scale).astype(x.dtype)
+        return ((self.quantize(x) - zero) * scale).astype(x.dtype)
 
     def to_json(self) -> dict[str, Any]:
         return {"dtype": self.dtype, "scale": list(self.scale),

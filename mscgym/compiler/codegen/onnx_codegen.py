@@ -161,16 +161,10 @@ class _Builder:
     def quantized_weight(self, node: MSCNode, data: np.ndarray, qp: QuantParams,
                          base: str, axis: int | None) -> str:
         """An integer initializer of ``data`` quantized by ``qp``, then DequantizeLinear."""
-        low, high = qp.qrange
-        shape = [1] * data.ndim
-        if axis is not None:
-            if len(qp.scale) != data.shape[axis]:
-                raise MSCError(f"quant plan for node {node.name!r}: {len(qp.scale)} weight "
-                               f"scales for {data.shape[axis]} channels on axis {axis}")
-            shape[axis] = len(qp.scale)
-        scale = qp.scale_array().reshape(shape)
-        zero = qp.zero_point_array().reshape(shape)
-        q = np.clip(np.round(data / scale) + zero, low, high).astype(np.int64)
+        if axis is not None and len(qp.scale) != data.shape[axis]:
+            raise MSCError(f"quant plan for node {node.name!r}: {len(qp.scale)} weight "
+                           f"scales for {data.shape[axis]} channels on axis {axis}")
+        q = qp.quantize(data, axis)
         qname = self.names.unique(f"{base}_quantized")
         self.initializers.append(self._int_tensor(qname, qp.dtype, q))
         return self._dequantize(qname, qp, base, axis, data.dtype)
