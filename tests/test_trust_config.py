@@ -89,3 +89,18 @@ def test_choices_come_from_the_registries() -> None:
     assert config["quantize"]["gym"][0]["agent"]["type"] == "optuna"
     assert config["quantize"]["gym"][0]["env"]["runner"] == "onnxruntime"
     assert config["verbose"] == "debug:3"
+
+
+@pytest.mark.parametrize(("stage", "config", "message"), [
+    ("quantize", {"weight": {"bits": 3}}, "weight.bits 3: expected one of [4, 8]"),
+    ("prune", {"density": 1.5}, "density 1.5: expected a number <= 1"),
+])
+def test_a_stage_config_is_checked_against_its_tools_schema(
+        tmp_path: Path, stage: str, config: dict, message: str) -> None:
+    """The tool declares its config's schema once; the pipeline refuses a bad stage config
+    with it at validation, before a workspace exists or the model loads."""
+    with pytest.raises(ConfigError) as err:
+        validate_config({"workspace": str(tmp_path / "ws"), "model": "digits-mlp",
+                         stage: {"config": config}})
+    assert str(err.value) == f"config key '{stage}.config': {message}"
+    assert not (tmp_path / "ws").exists()

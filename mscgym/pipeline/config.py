@@ -38,7 +38,7 @@ from mscgym.compiler.errors import MSCError
 from mscgym.pipeline.schema import config_schema
 from mscgym.runtime.registry import runner_class
 from mscgym.runtime.runner import RunnerUnavailableError
-from mscgym.tools.registry import pipeline_stages
+from mscgym.tools.registry import pipeline_stages, tool_spec
 from mscgym.utils.files import read_json
 from mscgym.utils.schema import check_document
 
@@ -137,6 +137,10 @@ def validate_config(config: Mapping[str, Any] | str | os.PathLike[str]) -> dict[
             continue
         section = raw[key]
         target = _target(section.get("target", "onnxruntime"), f"{key}.target", device)
+        spec = tool_spec(key)
+        if spec.config_schema is not None:  # the tool's own schema, before any work
+            check_document(section.get("config", {}), spec.config_schema, ConfigError,
+                           f"{where} key '{key}.config'", inline=True)
         out[key] = {
             "target": target,
             "config": dict(section.get("config", {})),
