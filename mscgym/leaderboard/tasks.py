@@ -32,6 +32,13 @@ ImageNet models are untrained, so their top-1 is fragile: uniform int8 of resnet
 """Largest distillation loss a plan may have on the unlabelled tasks: uniform int8
 quantization of resnet18 stays well below it, pruning mobilenetv2 to half its channels
 does not, so the search has to trade layers against each other."""
+RUNNER_OPTIONS: dict[str, dict[str, Any]] = {"onnxruntime": {"intra_op_threads": 1}}
+"""Runner options every board task is measured with. ONNX Runtime is pinned to one
+intra-op thread: with its default (a pool per session, one thread per core) the float
+reference and the candidate sessions of one process disturbed each other's timing even on
+an idle 2-core machine (a mixed-precision plan of digits32-resnet20 measured 2.55x in its
+search, 0.58x when validated and 0.73-0.80x in a fresh process; pinned, 1.12-1.20x in three
+runs), and a fixed thread count is part of a fair, reproducible board."""
 SEED = 0
 """Tasks and agents are seeded with this; a submission may not change it."""
 DEFAULT_PROFILE_REPEAT = 30
@@ -75,7 +82,8 @@ class LeaderboardTask:
         from mscgym.tasks.task import Task  # torch and TVM load when a task is built
 
         return Task(self.model, self.tool, scorer=SCORER, scorer_options=self.scorer_options(),
-                    runner=self.runner, seed=SEED, profile_repeat=profile_repeat)
+                    runner=self.runner, runner_options=RUNNER_OPTIONS.get(self.runner, {}),
+                    seed=SEED, profile_repeat=profile_repeat)
 
     def feasible(self, metrics: Metrics, baseline: Metrics) -> bool:
         """Whether ``metrics`` keep the task's quality bound (the scorer's own test)."""
@@ -93,7 +101,8 @@ class LeaderboardTask:
 
     def to_json(self) -> dict[str, Any]:
         return {"name": self.name, "model": self.model, "tool": self.tool,
-                "runner": self.runner, "scorer": SCORER, "scorer_options": self.scorer_options()}
+                "runner": self.runner, "runner_options": RUNNER_OPTIONS.get(self.runner, {}),
+                "scorer": SCORER, "scorer_options": self.scorer_options()}
 
 
 def _distill_bound(model: str, tool: str) -> LeaderboardTask:
