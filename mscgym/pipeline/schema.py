@@ -17,6 +17,7 @@ from typing import Any
 from mscgym.agents.registry import agent_names
 from mscgym.runtime.registry import runner_names
 from mscgym.tasks.scorers import SCORERS
+from mscgym.utils.schema import integer_at_least
 
 VERBOSITY = ("debug", "info", "runtime", "warn", "warning", "error", "critical")
 """MSC's verbose levels; ``runtime`` is ``info`` plus the runtime's build and run log,
@@ -35,10 +36,6 @@ def _object(properties: dict[str, Any], required: Iterable[str] = ()) -> dict[st
     return schema
 
 
-def _integer(minimum: int) -> dict[str, Any]:
-    return {"type": "integer", "minimum": minimum}
-
-
 def config_schema(stages: Iterable[str]) -> dict[str, Any]:
     """The JSON Schema of a pipeline config whose optimize stages are ``stages``."""
     runners = {"enum": sorted(runner_names())}
@@ -47,7 +44,7 @@ def config_schema(stages: Iterable[str]) -> dict[str, Any]:
         "env": _object({"strategy": {"enum": sorted(SCORERS)},
                         "mode": {"enum": ["layerwise", "oneshot"]},
                         "options": _OPTIONS, "runner": runners}),
-        "agent": _object({"type": {"enum": sorted(agent_names())}, "budget": _integer(1),
+        "agent": _object({"type": {"enum": sorted(agent_names())}, "budget": integer_at_least(1),
                           "options": _OPTIONS}),
     })
     stage = _object({
@@ -72,7 +69,7 @@ def config_schema(stages: Iterable[str]) -> dict[str, Any]:
             "baseline": _object({"check_config": _object({
                 "atol": number, "rtol": number, "runner": runners})}),
             **dict.fromkeys(stages, stage),
-            "profile": _object({"repeat": _integer(1), "warmup": _integer(0)}),
+            "profile": _object({"repeat": integer_at_least(1), "warmup": integer_at_least(0)}),
             "compile": _object({"target": runners, "device": {"enum": ["cpu", "cuda"]}}),
             "export": _object({"name": _STRING}),
         }),

@@ -5,8 +5,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from mscgym.utils.schema import integer_at_least
+
 _NUMBER = {"type": "number"}
-_COUNT = {"type": "integer", "minimum": 0}
 _TIME = {"type": "number", "minimum": 0}
 
 METRICS_SCHEMA: dict[str, Any] = {
@@ -17,7 +18,8 @@ METRICS_SCHEMA: dict[str, Any] = {
         "distill_loss": _NUMBER,
         "accuracy": {"type": ["number", "null"], "minimum": 0, "maximum": 1},
         "latency_ms": _TIME, "latency_p90_ms": _TIME, "latency_iqr_ms": _TIME,
-        "size_bytes": _COUNT, "params": _COUNT, "flops": _COUNT,
+        "size_bytes": integer_at_least(0), "params": integer_at_least(0),
+        "flops": integer_at_least(0),
         "runner": {"type": "string"}, "device": {"type": "string"},
         "target": {"type": "string"}, "extra": {"type": "object"},
         # optional: records made before paired timing have none

@@ -40,6 +40,7 @@ from mscgym.compiler.quant_spec import QuantPlan
 from mscgym.tools import losses
 from mscgym.tools.base import MSC_TOOL, BaseTool, Params, ToolConfigError, check_shape
 from mscgym.utils.hashing import arrays_hash
+from mscgym.utils.schema import integer_at_least
 
 logger = logging.getLogger(__name__)
 
@@ -73,8 +74,6 @@ _PAIR_SCHEMA: dict[str, Any] = {
     "additionalProperties": False,
 }
 _INTERMEDIATE = '"auto" or a list of {student, teacher, weight, loss} objects'
-_COUNT = {"type": "integer", "minimum": 1}
-_NATURAL = {"type": "integer", "minimum": 0}
 CONFIG_SCHEMA: dict[str, Any] = {
     "$schema": "https://json-schema.org/draft/2020-12/schema",
     "title": "distiller config",
@@ -87,14 +86,14 @@ CONFIG_SCHEMA: dict[str, Any] = {
             {"const": "auto", "x-expected": _INTERMEDIATE},
             {"type": "array", "items": _PAIR_SCHEMA, "x-expected": _INTERMEDIATE}],
             "x-expected": _INTERMEDIATE},
-        "epochs": _COUNT,
+        "epochs": integer_at_least(1),
         "lr": {"type": "number", "exclusiveMinimum": 0},
         "optimizer": {"enum": list(_OPTIMIZERS)},
         "schedule": {"enum": list(_SCHEDULES)},
-        "batch_size": _COUNT,
+        "batch_size": integer_at_least(1),
         "weight_decay": {"type": "number", "minimum": 0},
-        "seed": _NATURAL,
-        "threads": _NATURAL,
+        "seed": integer_at_least(0),
+        "threads": integer_at_least(0),
         "progress": {"type": "boolean"},
     },
     "additionalProperties": False,

@@ -43,6 +43,7 @@ from mscgym.tools.prune_groups import (
     analyze,
     describe,
 )
+from mscgym.utils.schema import integer_at_least
 
 if TYPE_CHECKING:
     from mscgym.compiler.partition import Stitched
@@ -52,7 +53,6 @@ _MODES = ("uniform", "global")
 _BUDGETS = ("params", "flops")
 
 _FRACTION = {"type": "number", "exclusiveMinimum": 0, "maximum": 1}
-_COUNT = {"type": "integer", "minimum": 1}
 CONFIG_SCHEMA: dict[str, Any] = {
     "$schema": "https://json-schema.org/draft/2020-12/schema",
     "title": "pruner config",
@@ -68,8 +68,8 @@ CONFIG_SCHEMA: dict[str, Any] = {
             "type": "object", "properties": {"density": _FRACTION, "skip": {"const": True}},
             "additionalProperties": False, "minProperties": 1, "maxProperties": 1,
             "x-expected": "{'density': d} or {'skip': true}"}},
-        "min_channels": _COUNT,
-        "round_to": _COUNT,
+        "min_channels": integer_at_least(1),
+        "round_to": integer_at_least(1),
     },
     "additionalProperties": False,
 }

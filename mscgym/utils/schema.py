@@ -100,6 +100,12 @@ def _inline(found: ValidationError, where: str) -> str:
     return f"{at} {_value(found.instance)}: expected {expected}"
 
 
+def integer_at_least(minimum: int) -> dict[str, Any]:
+    """The schema of an integer >= ``minimum`` (counts, sizes, seeds): one fragment for
+    every file kind's schema."""
+    return {"type": "integer", "minimum": minimum}
+
+
 def check_document(document: Any, schema: Mapping[str, Any], error: type[Exception],
                    where: str, *, inline: bool = False) -> None:
     """Raise ``error("<where>: key '<path>': expected ..., got ...")`` at the first
