@@ -125,9 +125,15 @@ class CompressionBuilder:
             return data.train_inputs, data.train_labels
         return np.concatenate(data.calibration), None
 
+    def _calibrate(self, tool: Any) -> None:
+        """MSC's calibration loop over the task's calibration batches (the pruner's
+        recalibration; the quantizer is calibrated from the cached pool instead)."""
+        calibrate_tool(tool, self.identity.data.calibration)
+
     def _tool_context(self, on_epoch: EpochCallback | None) -> ToolContext:
         return ToolContext(teacher=(self.identity.graph, self.identity.params),
-                           train_data=self._train_data, eval_fn=self._epoch_probe(on_epoch),
+                           calibrate=self._calibrate, train_data=self._train_data,
+                           eval_fn=self._epoch_probe(on_epoch),
                            teacher_outputs=self._teacher_train_outputs)
 
     def _epoch_probe(self, on_epoch: EpochCallback | None) -> Any:

@@ -15,15 +15,18 @@ DISTILL_CHOICES: dict[str, tuple[Any, ...]] = {
     "temperature": (1.0, 2.0, 4.0, 8.0),
     "epochs": (1, 2, 3),
     "alpha": (0.0, 0.5, 0.9),
-    "lr": (0.0005, 0.001, 0.003),
+    "lr": (0.0001, 0.0003, 0.001),
     "intermediate": ("none", "auto"),
 }
-DISTILL_BASELINE = {"temperature": 4.0, "epochs": 1, "alpha": 0.5, "lr": 0.001,
+DISTILL_BASELINE = {"temperature": 4.0, "epochs": 1, "alpha": 0.5, "lr": 0.0003,
                     "intermediate": "none"}
-RECOVERY_CHOICES: dict[str, tuple[Any, ...]] = {"epochs": (0, 1, 2), "lr": (0.001, 0.003)}
+RECOVERY_CHOICES: dict[str, tuple[Any, ...]] = {"epochs": (0, 1, 2), "lr": (0.0001, 0.0003)}
 """Compress tasks with labelled training data fine-tune the pruned model from the float
 teacher (AMC's recipe) for this many epochs at this learning rate; 0 epochs is the
-baseline. Without labels (ImageNet crops) there is no recovery dimension."""
+baseline. Without labels (ImageNet crops) there is no recovery dimension. The rates are
+Adam's for models whose batch norms are folded into their convs (no normalization left
+to steady training): at 1e-3 one epoch took the unpruned digits32 ResNet-20 from 99.2%
+to 11% accuracy, at 1e-4 to 99.4%."""
 
 
 PERCENTILES: tuple[float, ...] = (99.9, 99.99, 99.999)

@@ -26,7 +26,9 @@ from mscgym.tasks.choices import (
 from mscgym.tasks.sources import Params
 from mscgym.tasks.spaces import Dimension
 from mscgym.tools import MSC_TOOL, BaseTool, create_tool
+from mscgym.tools.prune_recalibration import recalibrated_layers
 from mscgym.tools.registry import ToolContext, new_tool
+from mscgym.utils.cpu import ort_nchwc_block
 
 if TYPE_CHECKING:
     from mscgym.tasks.task import Task
@@ -57,7 +59,12 @@ def prune_tool(task: Task, choices: Mapping[str, Any], graph: MSCGraph, params: 
         density = densities.get(group.members[0], 1.0)
         for member in group.members:
             layers[member] = {"density": float(density)}
-    return create_tool(MSC_TOOL.PRUNE, graph, params, {"density": 1.0, "layers": layers})
+    # Recalibrated on the task's calibration batches wherever one torch pass sees every
+    # layer (not across the host calls of a partitioned model); on ONNX Runtime, kept
+    # channel counts are multiples of its NCHWc block, where its fast convs need them.
+    return create_tool(MSC_TOOL.PRUNE, graph, params, {
+        "density": 1.0, "layers": layers, "recalibrate": bool(recalibrated_layers(graph)),
+        "round_to": ort_nchwc_block() if task.runner == "onnxruntime" else 1})
 
 
 # -- quantize -------------------------------------------------------------------------------

@@ -15,11 +15,20 @@ Config::
      "budget": {"params": 0.5}, # global mode: kept fraction of params or {"flops": f}
      "layers": {"conv1": {"density": 0.75}, "conv2": {"skip": true}},
      "min_channels": 1,         # every group keeps at least this many channels
-     "round_to": 1}             # kept counts are multiples of this (or all channels)
+     "round_to": 1,             # kept counts are multiples of this (or all channels)
+     "recalibrate": false}      # correct each layer's output statistics (see below)
 
 In global mode the channels of all groups compete on their norm divided by the mean
 norm of their group, and the pruner keeps the best ones until the budget is met
 (layers with their own density or ``skip`` are left out of the competition).
+
+With ``recalibrate`` the pruner calibrates like the quantizer does (MSC's loop: run
+calibration batches while not ``calibrated``, then ``calibrate()``): it watches the
+float model's inputs and each conv/linear output, and afterwards scales and shifts every
+output channel of the pruned model back to the float model's statistics
+(:mod:`mscgym.tools.prune_recalibration`, adaptive batch norm for folded batch norms).
+The corrections are part of the strategy, so a strategy file reproduces them without
+data. Until it is calibrated, such a pruner leaves the model as it is.
 """
 
 from __future__ import annotations
@@ -42,6 +51,13 @@ from mscgym.tools.prune_groups import (
     ChannelGroup,
     analyze,
     describe,
+)
+from mscgym.tools.prune_recalibration import (
+    FloatObservation,
+    apply_corrections,
+    channel_axis,
+    corrections,
+    recalibrated_layers,
 )
 from mscgym.utils.schema import integer_at_least
 
@@ -70,6 +86,7 @@ CONFIG_SCHEMA: dict[str, Any] = {
             "x-expected": "{'density': d} or {'skip': true}"}},
         "min_channels": integer_at_least(1),
         "round_to": integer_at_least(1),
+        "recalibrate": {"type": "boolean"},
     },
     "additionalProperties": False,
 }
@@ -93,7 +110,14 @@ STRATEGY_SCHEMA: dict[str, Any] = {
         },
         "required": ["layers", "keep"],
         "additionalProperties": False,
-    }}},
+    }},
+        "recalibration": {"type": "object", "additionalProperties": {
+            "type": "object", "required": ["scale", "shift"],
+            "properties": {"scale": {"type": "array", "items": {"type": "number"}},
+                           "shift": {"type": "array", "items": {"type": "number"}}},
+            "additionalProperties": False,
+            "x-expected": "{'scale': [...], 'shift': [...]}, one number per kept channel"}},
+    },
     "additionalProperties": False,
 }
 """The shape of a pruner strategy; that the layers form a channel group, the indices are
@@ -131,6 +155,8 @@ class Pruner(BaseTool):
         self._validate()
         self._importance = {name: self._group_importance(g) for name, g in self._groups.items()}
         self._keep = self._plan()
+        self._observed = FloatObservation.of(graph) if self.recalibrate else None
+        self._corrections: dict[str, dict[str, list[float]]] | None = None
 
     # -- config -----------------------------------------------------------------------
     def _validate(self) -> None:
@@ -141,6 +167,7 @@ class Pruner(BaseTool):
         self.mode = config.get("mode", "uniform")
         self.min_channels = int(config.get("min_channels", 1))
         self.round_to = int(config.get("round_to", 1))
+        self.recalibrate = bool(config.get("recalibrate", False))
         budget = config.get("budget")
         if budget is not None and self.mode != "global":
             raise ToolConfigError("pruner config: budget: only used with mode 'global' "
@@ -268,14 +295,25 @@ class Pruner(BaseTool):
 
     def transform(self, graph: MSCGraph, params: Params) -> tuple[MSCGraph, Params]:
         """The pruned graph and weights. ``params`` may be the dense weights (they are
-        sliced) or weights already of the pruned shapes (e.g. after fine-tuning the
-        pruned model), which pass through."""
+        sliced, and recalibrated when the pruner was) or weights already of the pruned
+        shapes (e.g. after fine-tuning the pruned model), which pass through. A
+        recalibrating pruner not yet calibrated leaves the model as it is."""
+        if self.recalibrate and self._corrections is None:
+            return graph, params
+        pruned, new_params, sliced = self._sliced(graph, params)
+        if sliced and self._corrections:
+            new_params = apply_corrections(pruned, new_params, self._corrections)
+        return pruned, new_params
+
+    def _sliced(self, graph: MSCGraph, params: Params) -> tuple[MSCGraph, Params, bool]:
+        """The pruned graph and weights, and whether any weight was sliced from dense."""
         analysis = self.analysis if graph is self.graph else analyze(graph)
         keep = self._keep_for(graph, analysis)
         counts = {name: len(kept) for name, kept in keep.items()}
         shapes = analysis.shapes(graph, counts)
         weights = graph.weight_tensors()
         new_params = dict(params)
+        sliced = False
         for item in analysis.slices:
             if item.tensor not in weights:
                 continue
@@ -285,12 +323,44 @@ class Pruner(BaseTool):
             value = np.asarray(new_params[item.tensor])
             if value.shape[item.axis] == tensor.shape[item.axis]:
                 value = np.take(value, item.indices(keep), axis=item.axis)
+                sliced = True
             elif value.shape[item.axis] != shapes[item.tensor][item.axis]:
                 raise MSCError(f"pruner: weight {item.tensor!r} has shape {value.shape}; "
                                f"expected the dense {tuple(tensor.shape)} or the pruned "
                                f"{shapes[item.tensor]}")
             new_params[item.tensor] = value
-        return _resize(graph, analysis, shapes), new_params
+        return _resize(graph, analysis, shapes), new_params, sliced
+
+    # -- recalibration (MSC's calibration loop) ------------------------------------------
+    @property
+    def calibrated(self) -> bool:
+        return not self.recalibrate or self._corrections is not None
+
+    def watched_tensors(self) -> list[str]:
+        """The float model's inputs and conv/linear outputs, until calibrated."""
+        if self.calibrated or self._observed is None:
+            return []
+        return self._observed.watched()
+
+    def observe(self, tensors: dict[str, np.ndarray]) -> None:
+        if not self.calibrated and self._observed is not None:
+            self._observed.add(tensors)
+
+    def calibrate(self) -> None:
+        """Compute the per-channel corrections of the pruned model from what was observed."""
+        if self.calibrated:
+            raise MSCError("pruner: already calibrated (or 'recalibrate' is off); create a "
+                           "new pruner to recalibrate")
+        observed = self._observed
+        if observed is None or not observed.inputs:
+            raise MSCError("pruner: calibrate() before any calibration batch was observed; "
+                           "run the calibration batches through the model first")
+        pruned, params, _ = self._sliced(self.graph, self.params)
+        kept = {member: indices for name, indices in self._keep.items()
+                if len(indices) < self._groups[name].channels
+                for member in self._groups[name].members}
+        self._corrections = corrections(pruned, params, observed, kept)
+        self._observed = None
 
     def _keep_for(self, graph: MSCGraph, analysis: ChannelAnalysis) -> dict[str, np.ndarray]:
         groups = {g.name: g for g in analysis.prunable()}
@@ -315,6 +385,8 @@ class Pruner(BaseTool):
                            "channels": group.channels,
                            "density": round(len(kept) / group.channels, 6),
                            "keep": [int(i) for i in kept]})
+        if self._corrections:
+            return {"groups": groups, "recalibration": self._corrections}
         return {"groups": groups}
 
     def set_strategy(self, strategy: dict[str, Any]) -> None:
@@ -334,6 +406,32 @@ class Pruner(BaseTool):
             _check_stated(entry, group.channels, len(keep[group.name]), where)
         self._keep = {name: keep.get(name, np.arange(g.channels))
                       for name, g in self._groups.items()}
+        self._corrections = None
+        if "recalibration" in strategy:
+            self._corrections = self._checked_corrections(strategy["recalibration"])
+        elif self.recalibrate:
+            self._observed = FloatObservation.of(self.graph)
+
+    def _checked_corrections(self, found: dict[str, Any]) -> dict[str, dict[str, list[float]]]:
+        """The strategy's recalibration, each layer one the pruner corrects and each list
+        as long as the layer's kept output channels."""
+        where = "pruner strategy recalibration"
+        layers = recalibrated_layers(self.graph)
+        groups = self.analysis.group_of_layer()
+        for layer, correction in found.items():
+            if layer not in layers:
+                raise ToolConfigError(f"{where}: {layer!r} is not a conv or linear layer with "
+                                      f"a bias of graph {self.graph.name!r}")
+            group = groups.get(layer)
+            channels = (len(self._keep[group.name]) if group is not None and group.name
+                        in self._keep else int(self.graph.find_node(layer).output.shape[
+                            channel_axis(self.graph, layer)]))
+            for key in ("scale", "shift"):
+                if len(correction[key]) != channels:
+                    raise ToolConfigError(f"{where}.{layer}.{key}: {len(correction[key])} "
+                                          f"values for {channels} kept output channels")
+        return {layer: {"scale": [float(v) for v in c["scale"]],
+                        "shift": [float(v) for v in c["shift"]]} for layer, c in found.items()}
 
     # -- reporting --------------------------------------------------------------------
     def summary(self) -> dict[str, Any]:
@@ -370,6 +468,10 @@ class PartitionPruner:
     calibrated = True  # nothing to calibrate: the plan comes from the weights
 
     def __init__(self, stitched: Stitched, config: dict[str, Any] | None) -> None:
+        if (config or {}).get("recalibrate"):
+            raise ToolConfigError("pruner config: recalibrate: not available on a partitioned "
+                                  "model (the host calls between its regions run outside "
+                                  "the one torch pass that recalibrates)")
         self.stitched = stitched
         self.pruner = Pruner(stitched.graph, stitched.params, config)
 

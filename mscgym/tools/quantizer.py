@@ -86,6 +86,7 @@ from mscgym.compiler.quant_spec import (
 )
 from mscgym.tools import calibration as cal
 from mscgym.tools.base import MSC_TOOL, BaseTool, Params, ToolConfigError, check_shape
+from mscgym.utils.cpu import cpu_flags
 
 DEFAULT_INCLUDE = ("msc.conv2d_bias", "nn.conv2d", "msc.linear", "msc.linear_bias")
 TARGETS = ("onnxruntime", "tensorrt", "generic")
@@ -224,16 +225,9 @@ class LayerConfig:
 def x86_int8_isa() -> list[str]:
     """The int8 dot-product ISA flags of this CPU (``/proc/cpuinfo``): VNNI decides how
     fast ONNX Runtime's u8 x s8 kernels are; empty where the file or flags are absent."""
-    wanted = ("avx512_vnni", "avx_vnni", "avx512bw", "avx2", "amx_int8")
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as handle:
-            for line in handle:
-                if line.startswith("flags"):
-                    flags = set(line.split(":", 1)[1].split())
-                    return [flag for flag in wanted if flag in flags]
-    except OSError:
-        return []
-    return []
+    flags = cpu_flags()
+    return [flag for flag in ("avx512_vnni", "avx_vnni", "avx512bw", "avx2", "amx_int8")
+            if flag in flags]
 
 
 def int8_layout(graph: MSCGraph, kernels: dict[str, bool], target: str,

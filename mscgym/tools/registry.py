@@ -335,9 +335,9 @@ def _prune_unchanged(graph: MSCGraph, params: Params) -> dict[str, Any]:
 
 _PLANS = "mscgym.tasks.tool_plans"
 for _spec in (
-    ToolSpec("prune", "mscgym.tools.pruner:Pruner", 10, space=f"{_PLANS}:prune_space",
-             plan=f"{_PLANS}:prune_tool", space_option="densities", replay_view=_prune_view,
-             unchanged=_prune_unchanged),
+    ToolSpec("prune", "mscgym.tools.pruner:Pruner", 10, frozenset({"calibration"}),
+             space=f"{_PLANS}:prune_space", plan=f"{_PLANS}:prune_tool",
+             space_option="densities", replay_view=_prune_view, unchanged=_prune_unchanged),
     ToolSpec("quantize", "mscgym.tools.quantizer:Quantizer", 20, frozenset({"calibration"}),
              space=f"{_PLANS}:quantize_space", plan=f"{_PLANS}:quantize_tool",
              prefixes=("calibrate",), space_option="quant_choices", record=_quant_record,
