@@ -24,14 +24,14 @@ SCORER = "latency_under_accuracy"
 MAX_DROP = 0.01
 """Largest accuracy drop (one point) a plan may have on the labelled tasks."""
 MAX_DISTILL_LOSS = 0.005
+"""Largest distillation loss a plan may have on the unlabelled tasks: uniform int8
+quantization of resnet18 stays well below it, pruning mobilenetv2 to half its channels
+does not, so the search has to trade layers against each other."""
 MIN_AGREEMENT = 0.75
 """Smallest top-1 agreement with the float model on the 12 held-out crops (9 of 12) a
 plan of an unlabelled task may have, the second bound there. The BatchNorm-calibrated
 ImageNet models are untrained, so their top-1 is fragile: uniform int8 of resnet18 keeps
 9 to 11 of 12 at a distillation loss far below the first bound."""
-"""Largest distillation loss a plan may have on the unlabelled tasks: uniform int8
-quantization of resnet18 stays well below it, pruning mobilenetv2 to half its channels
-does not, so the search has to trade layers against each other."""
 RUNNER_OPTIONS: dict[str, dict[str, Any]] = {"onnxruntime": {"intra_op_threads": 1}}
 """Runner options every board task is measured with. ONNX Runtime is pinned to one
 intra-op thread: with its default (a pool per session, one thread per core) the float
