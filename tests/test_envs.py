@@ -148,15 +148,16 @@ def test_render_modes(quantize_task: Task) -> None:
 
 
 def test_compress_recovers_pruned_accuracy_by_distillation() -> None:
-    """msc/Compress-v0's fine-tuning from the float teacher brings a model pruned to 0.8
-    density everywhere back within the 1-point bound it misses without it."""
+    """msc/Compress-v0's fine-tuning from the float teacher brings a model pruned to 0.6
+    density everywhere (and recalibrated) back within the 1-point bound it misses without
+    it (97.8% -> 98.6% against a 99.2% float model when written)."""
     task = Task("digits-cnn", "compress", **FAST)
     dims = {d.name: d for d in task.space}
     assert dims["distill:epochs"].baseline == 0
-    pruned = {name: 0.8 for name in dims if name.startswith("prune:")}
+    pruned = {name: 0.6 for name in dims if name.startswith("prune:")}
     bound = task.baseline.accuracy - 0.01
     plain = task.evaluate(task.space.complete(pruned))
     tuned = task.evaluate(task.space.complete({**pruned, "distill:epochs": 2,
-                                               "distill:lr": 0.003}))
+                                               "distill:lr": 0.0003}))
     assert plain.accuracy < bound <= tuned.accuracy
     assert task.score(tuned) > 0 > task.score(plain)

@@ -470,7 +470,9 @@ def test_file_models_quantize_and_prune_to_valid_graphs(tmp_path: Path, kind: st
     quantized = quantize.compressed(int8)
     assert quantized.quant
     assert quantize.measure(quantized).size_bytes < quantize.baseline.size_bytes
-    prune = Task(ModelFile(path), "prune", data=data, profile_repeat=3, profile_warmup=1)
+    # on torch: on ONNX Runtime tasks keep multiples of 8 channels, all of these 8
+    prune = Task(ModelFile(path), "prune", data=data, runner="torch", profile_repeat=3,
+                 profile_warmup=1)
     half = {d.name: 0.5 for d in prune.space}
     pruned = prune.compressed(half)
     metrics = prune.measure(pruned)

@@ -28,7 +28,7 @@ from mscgym.tasks.spaces import Dimension
 from mscgym.tools import MSC_TOOL, BaseTool, create_tool
 from mscgym.tools.prune_recalibration import recalibrated_layers
 from mscgym.tools.registry import ToolContext, new_tool
-from mscgym.utils.cpu import ort_nchwc_block
+from mscgym.utils.cpu import ort_channel_multiple
 
 if TYPE_CHECKING:
     from mscgym.tasks.task import Task
@@ -61,10 +61,10 @@ def prune_tool(task: Task, choices: Mapping[str, Any], graph: MSCGraph, params: 
             layers[member] = {"density": float(density)}
     # Recalibrated on the task's calibration batches wherever one torch pass sees every
     # layer (not across the host calls of a partitioned model); on ONNX Runtime, kept
-    # channel counts are multiples of its NCHWc block, where its fast convs need them.
+    # channel counts are multiples of what its fast convs need.
     return create_tool(MSC_TOOL.PRUNE, graph, params, {
         "density": 1.0, "layers": layers, "recalibrate": bool(recalibrated_layers(graph)),
-        "round_to": ort_nchwc_block() if task.runner == "onnxruntime" else 1})
+        "round_to": ort_channel_multiple() if task.runner == "onnxruntime" else 1})
 
 
 # -- quantize -------------------------------------------------------------------------------
