@@ -355,3 +355,18 @@ def test_set_strategy_rejects_bad_recalibration(edit, message: str) -> None:
     edit(strategy["recalibration"])
     with pytest.raises(ToolConfigError, match=message):
         Pruner(graph, params, {"density": 0.5}).set_strategy(strategy)
+
+
+def test_recalibration_follows_depthwise_convs_through_their_input_group() -> None:
+    """A depthwise conv keeps the channels of the group feeding it; its correction has
+    one entry per kept channel and the recalibrated model runs."""
+    entry, graph, params = _zoo_graph("digits-mobilenet")
+    pruner = _recalibrated(graph, params, entry, 0.5)
+    pruned, pruned_params = pruner.transform(graph, params)
+    depthwise = [n for n in pruned.nodes if n.optype == "msc.conv2d_bias"
+                 and int(n.attrs.get("groups", 1)) > 1]
+    assert depthwise
+    for node in depthwise:
+        correction = pruner.strategy()["recalibration"][node.name]
+        assert len(correction["scale"]) == node.output.shape[1]
+    assert _accuracy(pruned, pruned_params, entry) > 0.1

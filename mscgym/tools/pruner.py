@@ -356,10 +356,7 @@ class Pruner(BaseTool):
             raise MSCError("pruner: calibrate() before any calibration batch was observed; "
                            "run the calibration batches through the model first")
         pruned, params, _ = self._sliced(self.graph, self.params)
-        kept = {member: indices for name, indices in self._keep.items()
-                if len(indices) < self._groups[name].channels
-                for member in self._groups[name].members}
-        self._corrections = corrections(pruned, params, observed, kept)
+        self._corrections = corrections(pruned, params, observed, self._kept_outputs())
         self._observed = None
 
     def _keep_for(self, graph: MSCGraph, analysis: ChannelAnalysis) -> dict[str, np.ndarray]:
@@ -412,20 +409,27 @@ class Pruner(BaseTool):
         elif self.recalibrate:
             self._observed = FloatObservation.of(self.graph)
 
+    def _kept_outputs(self) -> dict[str, np.ndarray]:
+        """Per recalibrated layer whose output channels are pruned, which of its float
+        channels it keeps: the slice of its bias (a depthwise conv follows the group of
+        its input, not a group of its own)."""
+        keep = self._keep_for(self.graph, self.analysis)
+        bias_of = {self.graph.find_node(layer).weights["bias"].name: layer
+                   for layer in recalibrated_layers(self.graph)}
+        return {bias_of[item.tensor]: item.indices(keep) for item in self.analysis.slices
+                if item.tensor in bias_of}
+
     def _checked_corrections(self, found: dict[str, Any]) -> dict[str, dict[str, list[float]]]:
         """The strategy's recalibration, each layer one the pruner corrects and each list
         as long as the layer's kept output channels."""
         where = "pruner strategy recalibration"
         layers = recalibrated_layers(self.graph)
-        groups = self.analysis.group_of_layer()
+        planned = self.planned_graph()
         for layer, correction in found.items():
             if layer not in layers:
                 raise ToolConfigError(f"{where}: {layer!r} is not a conv or linear layer with "
                                       f"a bias of graph {self.graph.name!r}")
-            group = groups.get(layer)
-            channels = (len(self._keep[group.name]) if group is not None and group.name
-                        in self._keep else int(self.graph.find_node(layer).output.shape[
-                            channel_axis(self.graph, layer)]))
+            channels = int(planned.find_node(layer).output.shape[channel_axis(planned, layer)])
             for key in ("scale", "shift"):
                 if len(correction[key]) != channels:
                     raise ToolConfigError(f"{where}.{layer}.{key}: {len(correction[key])} "
