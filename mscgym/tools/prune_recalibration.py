@@ -30,9 +30,10 @@ from mscgym.compiler.ops import HOST_OP
 
 RECALIBRATED_OPS = ("msc.conv2d_bias", "msc.linear_bias")
 """Layers with a bias, which can take a per-channel shift."""
-MAX_SAMPLES = 256
-"""Calibration samples kept for the corrected pass (the statistics are over all of them
-and their spatial positions)."""
+MAX_SAMPLES = 64
+"""Calibration samples the statistics are taken over (with every spatial position): the
+float model's and the corrected pass's alike. More cost time on ImageNet-sized inputs
+(256 crops of mobilenetv2 at 224x224: about half a minute per plan) and change little."""
 _EPS = 1e-8
 
 
@@ -98,14 +99,15 @@ class FloatObservation:
         return [*self.input_names, *self.outputs.values()]
 
     def add(self, tensors: Mapping[str, np.ndarray]) -> None:
-        kept = sum(len(batch) for batch in self.inputs.get(self.input_names[0], []))
-        if kept < MAX_SAMPLES:
-            for name in self.input_names:
-                value = np.asarray(tensors[name])
-                self.inputs.setdefault(name, []).append(value[:MAX_SAMPLES - kept].copy())
+        room = MAX_SAMPLES - sum(len(batch) for batch in self.inputs.get(self.input_names[0],
+                                                                        []))
+        if room <= 0:
+            return
+        for name in self.input_names:
+            self.inputs.setdefault(name, []).append(np.asarray(tensors[name])[:room].copy())
         for layer in self.layers:
-            self.stats.setdefault(layer, ChannelStats()).add(tensors[self.outputs[layer]],
-                                                             self.axes[layer])
+            self.stats.setdefault(layer, ChannelStats()).add(
+                np.asarray(tensors[self.outputs[layer]])[:room], self.axes[layer])
 
     def batch(self) -> list[torch.Tensor]:
         return [torch.from_numpy(np.concatenate(self.inputs[name])) for name in self.input_names]

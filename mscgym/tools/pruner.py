@@ -53,6 +53,7 @@ from mscgym.tools.prune_groups import (
     describe,
 )
 from mscgym.tools.prune_recalibration import (
+    MAX_SAMPLES,
     FloatObservation,
     apply_corrections,
     channel_axis,
@@ -335,6 +336,11 @@ class Pruner(BaseTool):
     @property
     def calibrated(self) -> bool:
         return not self.recalibrate or self._corrections is not None
+
+    @property
+    def calibration_samples(self) -> int:
+        """How many calibration samples recalibration uses (the loop runs no more)."""
+        return MAX_SAMPLES
 
     def watched_tensors(self) -> list[str]:
         """The float model's inputs and conv/linear outputs, until calibrated."""
