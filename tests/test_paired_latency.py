@@ -91,6 +91,23 @@ def test_baseline_paired_speedup_is_one_and_the_reference_is_kept(task: Task) ->
     assert again.paired_speedup == 1.0
 
 
+def test_onnxruntime_tasks_measure_with_one_intra_op_thread_unless_told(task: Task) -> None:
+    """Both sessions of a paired measurement run one intra-op thread by default (the
+    reference's real session says so), the task's description records it, and a task
+    given other options keeps them."""
+    assert task.runner_options == {"intra_op_threads": 1}
+    assert task.describe()["runner_options"] == {"intra_op_threads": 1}
+    assert task.baseline.paired_speedup == 1.0
+    reference = task._reference
+    assert reference is not None
+    session = reference.runner._session
+    assert session.get_session_options().intra_op_num_threads == 1
+    two = Task("digits-cnn", "quantize", runner_options={"intra_op_threads": 2},
+               profile_repeat=3, profile_warmup=1)
+    assert two.runner_options == {"intra_op_threads": 2}
+    assert Task("digits-cnn", "quantize", runner="torch").runner_options == {}
+
+
 def test_small_budgets_reach_uint8_activations_on_onnxruntime(task: Task) -> None:
     dim = task.space.dims[0]
     assert dim.choices[:3] == ("float", "uint8a_channel_minmax", "int8_channel_minmax")

@@ -33,12 +33,9 @@ plan of an unlabelled task may have, the second bound there. The BatchNorm-calib
 ImageNet models are untrained, so their top-1 is fragile: uniform int8 of resnet18 keeps
 9 to 11 of 12 at a distillation loss far below the first bound."""
 RUNNER_OPTIONS: dict[str, dict[str, Any]] = {"onnxruntime": {"intra_op_threads": 1}}
-"""Runner options every board task is measured with. ONNX Runtime is pinned to one
-intra-op thread: with its default (a pool per session, one thread per core) the float
-reference and the candidate sessions of one process disturbed each other's timing even on
-an idle 2-core machine (a mixed-precision plan of digits32-resnet20 measured 2.55x in its
-search, 0.58x when validated and 0.73-0.80x in a fresh process; pinned, 1.12-1.20x in three
-runs), and a fixed thread count is part of a fair, reproducible board."""
+"""Runner options every board task is measured with: a task's own default today
+(:data:`mscgym.tasks.measure.DEFAULT_RUNNER_OPTIONS`, one ONNX Runtime intra-op thread,
+why there), stated here so the board stays the same problem if that default changes."""
 SEED = 0
 """Tasks and agents are seeded with this; a submission may not change it."""
 DEFAULT_PROFILE_REPEAT = 30

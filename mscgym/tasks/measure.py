@@ -46,6 +46,20 @@ class Measurement:
     seed: int = 0
 
 
+DEFAULT_RUNNER_OPTIONS: dict[str, dict[str, Any]] = {"onnxruntime": {"intra_op_threads": 1}}
+"""Runner options a task measures with unless it is given others. ONNX Runtime runs one
+intra-op thread: with its default pools (one per session, a thread per core) the float
+reference and the candidate of one paired measurement disturbed each other even on an
+idle 2-core machine, and a plan's speed-up did not re-measure in a fresh process (a
+digits32-resnet20 plan: 2.55x in its search, 0.73-0.80x when validated; pinned,
+1.12-1.20x in three runs). Pass ``intra_op_threads`` to measure other settings."""
+
+
+def measuring_options(runner: str, given: Mapping[str, Any] | None) -> dict[str, Any]:
+    """``given`` over the runner's measuring defaults (:data:`DEFAULT_RUNNER_OPTIONS`)."""
+    return {**DEFAULT_RUNNER_OPTIONS.get(runner, {}), **dict(given or {})}
+
+
 EVAL_BATCH = 256
 """Largest evaluation batch of a model whose batch dim is dynamic."""
 

@@ -37,7 +37,13 @@ from mscgym.tasks.choices import (
 from mscgym.tasks.description import check_described, task_arguments
 from mscgym.tasks.identity import Student, TaskIdentity
 from mscgym.tasks.kinds import kind_space, task_kinds
-from mscgym.tasks.measure import Compressed, Measurement, Measurer, Reference
+from mscgym.tasks.measure import (
+    Compressed,
+    Measurement,
+    Measurer,
+    Reference,
+    measuring_options,
+)
 from mscgym.tasks.metrics import Metrics
 from mscgym.tasks.scorers import Scorer, get_scorer
 from mscgym.tasks.scoring import Scoring
@@ -78,8 +84,8 @@ class Task:
         self.scoring = Scoring(get_scorer(scorer, **dict(scorer_options or {})), tool,
                                self._measure_baseline)
         self.measurer = Measurer(
-            Measurement(runner, device, dict(runner_options or {}), int(profile_repeat),
-                        int(profile_warmup), int(seed)),
+            Measurement(runner, device, measuring_options(runner, runner_options),
+                        int(profile_repeat), int(profile_warmup), int(seed)),
             Compressed(self.graph, self.params, {}), self.data)
         self.quant_choices = checked_quant_choices(quant_choices)
         self.densities = checked_densities(densities)
