@@ -220,14 +220,14 @@ def calibrate_tool(tool: BaseTool, batches: Sequence[Any], runner: str = "torch"
 
 def _calibration_loop(manager: RuntimeManager, tool: Any, batches: Sequence[Any]) -> None:
     manager.load_model()
-    batches = _leading(batches, getattr(tool, "calibration_samples", None))
+    batches = _leading(manager.graph, batches, getattr(tool, "calibration_samples", None))
     while not tool.calibrated:
         for batch in batches:
             manager.run(batch)
         tool.calibrate()
 
 
-def _leading(batches: Sequence[Any], samples: int | None) -> Sequence[Any]:
+def _leading(graph: MSCGraph, batches: Sequence[Any], samples: int | None) -> Sequence[Any]:
     """The first batches that hold ``samples`` samples (all of them for None): a tool
     that needs only a few (the pruner's recalibration) does not run the whole set."""
     if samples is None:
@@ -237,9 +237,7 @@ def _leading(batches: Sequence[Any], samples: int | None) -> Sequence[Any]:
         if seen >= samples:
             break
         kept.append(batch)
-        first = (next(iter(batch.values())) if isinstance(batch, Mapping)
-                 else batch[0] if isinstance(batch, list | tuple) else batch)
-        seen += len(first)
+        seen += len(_input_arrays(graph.input_names, batch, f"graph {graph.name!r}")[0])
     return kept
 
 
