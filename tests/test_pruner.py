@@ -344,6 +344,27 @@ def test_recalibrating_pruner_waits_for_calibration() -> None:
         pruner.calibrate()
 
 
+def test_pruners_of_one_graph_share_the_float_observation() -> None:
+    """The float model's statistics do not depend on what is pruned: a second pruner
+    calibrated from the first one's observation gets exactly the corrections it would
+    have computed by running the calibration batches itself; an observation of another
+    graph is refused."""
+    entry, graph, params = _zoo_graph("digits-resnet")
+    first = _recalibrated(graph, params, entry, 0.7)
+    observed = first.float_observation
+    assert observed is not None and observed.inputs
+    own = _recalibrated(graph, params, entry, 0.5)
+    shared = Pruner(graph, params, {"density": 0.5, "recalibrate": True})
+    shared.calibrate_from(observed)
+    assert shared.calibrated
+    assert shared.strategy() == own.strategy()
+    with pytest.raises(MSCError, match="needs a recalibrating pruner"):
+        shared.calibrate_from(observed)
+    _, cnn, cnn_params = _zoo_graph("digits-cnn")
+    with pytest.raises(MSCError, match="recalibrates"):
+        Pruner(cnn, cnn_params, {"density": 0.5, "recalibrate": True}).calibrate_from(observed)
+
+
 @pytest.mark.parametrize(("edit", "message"), [
     (lambda r: r.update(nope={"scale": [1.0], "shift": [0.0]}), "'nope' is not a conv"),
     (lambda r: r["fc"].update(scale=[1.0]), r"fc.scale: 1 values for 10 kept"),

@@ -80,3 +80,35 @@ def test_space_options_are_checked_when_the_task_is_made() -> None:
     assert checked_densities([1, 0.5]) == (1.0, 0.5)
     with pytest.raises(MSCError, match="densities must lie in"):
         checked_densities([0.0])
+
+
+def test_prune_plans_of_a_task_calibrate_the_float_model_once(monkeypatch) -> None:
+    """The float statistics recalibration needs are the same for every plan: a task runs
+    MSC's calibration loop for its first pruned plan only, and a later plan's
+    corrections are exactly those a fresh task computes for it."""
+    from mscgym.tasks import builder
+    from mscgym.tasks.task import Task
+
+    loops: list[str] = []
+    real = builder.calibrate_tool
+
+    def counted(tool, batches) -> None:
+        loops.append(type(tool).__name__)
+        real(tool, batches)
+
+    monkeypatch.setattr(builder, "calibrate_tool", counted)
+
+    def task() -> Task:
+        return Task("digits-resnet", "prune", runner="torch", profile_repeat=3)
+
+    shared = task()
+    groups = [d.name for d in shared.space if d.name.startswith("prune:")]
+    first = {groups[0]: 0.5}
+    second = {name: 0.7 for name in groups[1:]}
+    shared.evaluate_full(shared.space.complete(first))
+    _, strategies = shared.evaluate_full(shared.space.complete(second))
+    assert loops == ["Pruner"]
+    other = task()
+    _, fresh = other.evaluate_full(other.space.complete(second))
+    assert strategies["prune"] == fresh["prune"]
+    assert "recalibration" in strategies["prune"]

@@ -115,6 +115,7 @@ _ALL = (
     LeaderboardTask("digits-transformer", "quantize"),
     LeaderboardTask("digits32-resnet20", "quantize"),
     LeaderboardTask("digits32-resnet20", "prune"),
+    LeaderboardTask("digits32-resnet20", "compress"),
     LeaderboardTask("digits32-mobilenetv2", "compress"),
     _distill_bound("resnet18", "quantize"),
     _distill_bound("mobilenetv2", "prune"),

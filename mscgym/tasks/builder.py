@@ -29,6 +29,8 @@ from mscgym.tasks.tool_plans import quantizer_holding
 from mscgym.tools import MSC_TOOL, create_tool
 from mscgym.tools.distiller import TeacherOutputs
 from mscgym.tools.losses import distill_loss
+from mscgym.tools.prune_recalibration import FloatObservation
+from mscgym.tools.pruner import Pruner
 from mscgym.tools.quantizer import DEFAULT_INCLUDE, Quantizer, compose_plan
 from mscgym.tools.registry import ToolContext, ToolStep, apply_tools, tool_spec
 
@@ -51,6 +53,7 @@ class CompressionBuilder:
         self._calibrations: dict[str, QuantPlan] = {}
         self._pools: dict[str, Quantizer] = {}
         self._teacher_outputs: np.ndarray | None = None
+        self._float_observation: FloatObservation | None = None  # see _calibrate
         self._teacher_train_outputs = TeacherOutputs()  # shared by every plan's fine-tuning
         self._sensitivity: dict[str, float] | None = None
 
@@ -127,8 +130,16 @@ class CompressionBuilder:
 
     def _calibrate(self, tool: Any) -> None:
         """MSC's calibration loop over the task's calibration batches (the pruner's
-        recalibration; the quantizer is calibrated from the cached pool instead)."""
+        recalibration; the quantizer is calibrated from the cached pool instead). The
+        float model's statistics a pruner of the task's own graph gathers are the same
+        for every plan, so the first plan's are kept and later plans calibrate from them."""
+        shared = isinstance(tool, Pruner) and tool.graph is self.identity.graph
+        if shared and self._float_observation is not None:
+            tool.calibrate_from(self._float_observation)
+            return
         calibrate_tool(tool, self.identity.data.calibration)
+        if shared:
+            self._float_observation = tool.float_observation
 
     def _tool_context(self, on_epoch: EpochCallback | None) -> ToolContext:
         return ToolContext(teacher=(self.identity.graph, self.identity.params),

@@ -46,14 +46,19 @@ class ChannelStats:
     squares: np.ndarray | None = None
 
     def add(self, value: np.ndarray, axis: int) -> None:
-        moved = np.moveaxis(np.asarray(value, dtype=np.float64), axis, 0)
-        flat = moved.reshape(moved.shape[0], -1)
-        total, squares = flat.sum(axis=1), np.square(flat).sum(axis=1)
+        # Summed in torch over every axis but the channel's, accumulated in float64: no
+        # moved or widened copy of the activations (those took most of a mobilenetv2
+        # plan's recalibration at 224x224).
+        tensor = torch.from_numpy(np.ascontiguousarray(value, dtype=np.float32))
+        axis %= tensor.dim()
+        dims = [d for d in range(tensor.dim()) if d != axis]
+        total = tensor.sum(dim=dims, dtype=torch.float64).numpy()
+        squares = torch.square(tensor).sum(dim=dims, dtype=torch.float64).numpy()
         if self.total is None or self.squares is None:
             self.total, self.squares = total, squares
         else:
             self.total, self.squares = self.total + total, self.squares + squares
-        self.count += flat.shape[1]
+        self.count += tensor.numel() // tensor.shape[axis]
 
     def mean_std(self) -> tuple[np.ndarray, np.ndarray]:
         if self.total is None or self.squares is None or not self.count:
@@ -130,8 +135,9 @@ def corrections(pruned: MSCGraph, params: Mapping[str, np.ndarray],
             if layer is None:
                 return out
             axis = observed.axes[layer] % out.dim()
-            moved = out.movedim(axis, 0).reshape(out.shape[axis], -1).double()
-            mean_p, std_p = moved.mean(dim=1), moved.std(dim=1, unbiased=False)
+            dims = [d for d in range(out.dim()) if d != axis]
+            var_p, mean_p = torch.var_mean(out, dim=dims, correction=0)
+            mean_p, std_p = mean_p.double(), var_p.double().sqrt()
             mean_f, std_f = (torch.from_numpy(s) for s in observed.stats[layer].mean_std())
             index = kept.get(layer)
             if index is not None:

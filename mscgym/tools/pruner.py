@@ -158,6 +158,9 @@ class Pruner(BaseTool):
         self._keep = self._plan()
         self._observed = FloatObservation.of(graph) if self.recalibrate else None
         self._corrections: dict[str, dict[str, list[float]]] | None = None
+        self.float_observation: FloatObservation | None = None
+        """What :meth:`calibrate` corrected against (the float model's inputs and layer
+        statistics), for :meth:`calibrate_from` of another pruner."""
 
     # -- config -----------------------------------------------------------------------
     def _validate(self) -> None:
@@ -363,7 +366,26 @@ class Pruner(BaseTool):
                            "run the calibration batches through the model first")
         pruned, params, _ = self._sliced(self.graph, self.params)
         self._corrections = corrections(pruned, params, observed, self._kept_outputs())
+        self.float_observation = observed
         self._observed = None
+
+    def calibrate_from(self, observed: FloatObservation) -> None:
+        """Calibrate on the float model's statistics that another recalibrating pruner of
+        the same graph gathered on the same calibration batches (its
+        :attr:`float_observation`): they do not depend on which channels are pruned, so
+        the plans of one task share them and each pays only the pruned model's pass."""
+        expected = self._observed
+        if expected is None or self.calibrated:
+            raise MSCError("pruner: calibrate_from() needs a recalibrating pruner that is not "
+                           "calibrated yet")
+        if (observed.layers, observed.input_names) != (expected.layers, expected.input_names):
+            raise MSCError(f"pruner: the observation is of layers {observed.layers[:3]}... "
+                           f"and inputs {observed.input_names}; graph {self.graph.name!r} "
+                           f"recalibrates {expected.layers[:3]}... from {expected.input_names}")
+        if not observed.inputs:
+            raise MSCError("pruner: the observation holds no calibration batch")
+        self._observed = observed
+        self.calibrate()
 
     def _keep_for(self, graph: MSCGraph, analysis: ChannelAnalysis) -> dict[str, np.ndarray]:
         groups = {g.name: g for g in analysis.prunable()}
