@@ -214,6 +214,20 @@ def interleaved_latency(calls: Mapping[str, Callable[[], object]], repeat: int, 
     return {label: Latency(samples[label], warmups[label]) for label in labels}
 
 
+def median_ratio_interval(numerator: Latency, denominator: Latency, level: float = 0.95,
+                          resamples: int = 2000, seed: int = 0) -> tuple[float, float]:
+    """Percentile bootstrap interval of ``numerator.median / denominator.median``: both
+    sample sets resampled independently. Two variants running the same kernels differ
+    only by noise; this says how far apart one run can put them."""
+    rng = np.random.default_rng(seed)
+    a = np.asarray(numerator.samples_ms, dtype=np.float64)
+    b = np.asarray(denominator.samples_ms, dtype=np.float64)
+    ratios = (np.median(rng.choice(a, (resamples, a.size)), axis=1)
+              / np.median(rng.choice(b, (resamples, b.size)), axis=1))
+    tail = (1.0 - level) / 2 * 100
+    return float(np.percentile(ratios, tail)), float(np.percentile(ratios, 100 - tail))
+
+
 # ------------------------------------------------------------------------------------------
 # ONNX Runtime
 # ------------------------------------------------------------------------------------------
