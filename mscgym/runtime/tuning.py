@@ -205,25 +205,27 @@ def tune(fused: tvm.IRModule, target: tvm.target.Target, db_path: Path,
     database = open_database(db_path)
     tasks = extract_tasks(fused, target)
     report = TuningReport(str(target), str(db_path), workloads=len(tasks))
-    # A workload tuned with a smaller budget than asked (a search's few trials) is tuned
-    # again with the full budget; MetaSchedule reuses its earlier measurements.
+    # A workload tuned with a smaller budget than asked (a search's few trials) gets the
+    # trials it lacks, starting from its measured schedules: MetaSchedule counts only the
+    # trials of the current call, so asking for the full budget would pay it all again.
     budgets = _read_budgets(db_path)
-    new = [t for t in tasks if not _has_record(database, t, target)
-           or budgets.get(_workload_key(t), _measured(database, t, trials)) < trials]
+    done = {_workload_key(t): (budgets.get(_workload_key(t), _measured(database, t, trials))
+                               if _has_record(database, t, target) else 0) for t in tasks}
+    new = [t for t in tasks if done[_workload_key(t)] < trials]
     report.already_tuned = len(tasks) - len(new)
     report.names = [t.task_name for t in new]
     if not new:
         return report
+    groups: dict[int, list[Any]] = {}
+    for t in new:
+        groups.setdefault(trials - done[_workload_key(t)], []).append(t)
     # Timed from here: the first TuneContext in a process imports tvm.s_tir.tensor_intrin
     # (minutes on loaded cores), which a search pays like the trials themselves.
     start = time.perf_counter()
     work_dir = tempfile.mkdtemp(prefix="mscgym-tune-")
     # Without a cost model an evolutionary search only ranks at random: sample traces.
     strategy = "replay-trace" if cost_model == "random" else "evolutionary"
-    contexts, weights = ms.relax_integration.extracted_tasks_to_tune_contexts(
-        new, work_dir, strategy=strategy, num_threads=int(target.attrs.get("num-cores", 1)),
-        seed=seed)
-    total = trials * len(new)
+    total = sum(lacking * len(group) for lacking, group in groups.items())
     bar = _progress_bar(total, f"tuning {len(new)} workloads", progress)
     measured = [0]
 
@@ -232,14 +234,19 @@ def tune(fused: tvm.IRModule, target: tvm.target.Target, db_path: Path,
         bar.update(n)
 
     try:
-        ms.tune_tasks(
-            tasks=contexts, task_weights=weights, work_dir=work_dir,
-            max_trials_global=total, max_trials_per_task=trials,
-            num_trials_per_iter=min(TRIALS_PER_ITER, trials),
-            builder=InProcessBuilder(), runner=InProcessRunner(), database=database,
-            cost_model=cost_model,
-            measure_callbacks=[*ms.MeasureCallback.create("default"), _Progress(on_batch)],
-        )
+        for lacking, group in sorted(groups.items(), reverse=True):
+            contexts, weights = ms.relax_integration.extracted_tasks_to_tune_contexts(
+                group, work_dir, strategy=strategy,
+                num_threads=int(target.attrs.get("num-cores", 1)), seed=seed)
+            ms.tune_tasks(
+                tasks=contexts, task_weights=weights, work_dir=work_dir,
+                max_trials_global=lacking * len(group), max_trials_per_task=lacking,
+                num_trials_per_iter=min(TRIALS_PER_ITER, lacking),
+                builder=InProcessBuilder(), runner=InProcessRunner(), database=database,
+                cost_model=cost_model,
+                measure_callbacks=[*ms.MeasureCallback.create("default"),
+                                   _Progress(on_batch)],
+            )
     except KeyboardInterrupt:
         report.interrupted = True
     finally:
