@@ -209,16 +209,17 @@ def tune(fused: tvm.IRModule, target: tvm.target.Target, db_path: Path,
     # trials it lacks, starting from its measured schedules: MetaSchedule counts only the
     # trials of the current call, so asking for the full budget would pay it all again.
     budgets = _read_budgets(db_path)
-    done = {_workload_key(t): (budgets.get(_workload_key(t), _measured(database, t, trials))
-                               if _has_record(database, t, target) else 0) for t in tasks}
-    new = [t for t in tasks if done[_workload_key(t)] < trials]
+    groups: dict[int, list[Any]] = {}  # trials lacking -> the workloads lacking them
+    for t in tasks:
+        done = (budgets.get(_workload_key(t), _measured(database, t, trials))
+                if _has_record(database, t, target) else 0)
+        if done < trials:
+            groups.setdefault(trials - done, []).append(t)
+    new = [t for group in groups.values() for t in group]
     report.already_tuned = len(tasks) - len(new)
     report.names = [t.task_name for t in new]
     if not new:
         return report
-    groups: dict[int, list[Any]] = {}
-    for t in new:
-        groups.setdefault(trials - done[_workload_key(t)], []).append(t)
     # Timed from here: the first TuneContext in a process imports tvm.s_tir.tensor_intrin
     # (minutes on loaded cores), which a search pays like the trials themselves.
     start = time.perf_counter()
