@@ -122,7 +122,8 @@ def main() -> None:
                 print(f"  {label}: {build.get('tuned_workloads')}/{build.get('workloads')} "
                       f"workloads tuned; kernels: {build.get('tuned_kernels')} tuned, "
                       f"{build.get('fallback_kernels')} {build.get('fallback')}, "
-                      f"{build.get('default_kernels')} default of {build.get('kernels')}; "
+                      f"{build.get('default_kernels')} default of {build.get('kernels')}, "
+                      f"{build.get('prepacked_kernels')} with prepacked weights; "
                       f"tuning {report.get('trials', 0)} trials in "
                       f"{report.get('seconds', 0.0):.0f} s; build {build['build_s']} s")
         print(common.format_table(

@@ -185,3 +185,37 @@ def test_search_on_tvm_reports_the_tuning_it_paid(tmp_path):
     assert paid["workloads"] > 0 and paid["trials"] > 0 and paid["seconds"] > 0
     assert out["again"]["trials"] == 0  # every workload is in the database
     assert f"{paid['trials']} trials" in out["summary"] and "tvm tuning:" in out["summary"]
+
+
+PREPACK_SCRIPT = textwrap.dedent("""
+    import json, sys
+    import numpy as np
+    import torch
+    from mscgym.compiler.frontend import from_torch
+    from mscgym.compiler.quant_spec import QuantPlan
+    from mscgym.runtime.runners.tvm_runner import TVMRunner
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 16, 3), torch.nn.ReLU(),
+                                torch.nn.Conv2d(16, 8, 3)).eval()
+    x = torch.randn(1, 3, 12, 12)
+    graph, params = from_torch(model, (x,), dynamic_batch=False)
+    runner = TVMRunner("cpu", {"db": sys.argv[1], "cache": False,
+                               "tune": {"trials": 2, "cost_model": "random"}})
+    runner.build(graph, params, QuantPlan())
+    diff = float(np.abs(runner.run([x.numpy()])[0] - model(x).detach().numpy()).max())
+    print(json.dumps({"info": runner.build_info, "diff": diff}))
+""")
+
+
+@pytest.mark.slow  # MetaSchedule tuning (2 trials per workload), in a subprocess as above
+def test_tuned_convs_read_weights_packed_once_at_build_time(tmp_path):
+    env = {**os.environ, "MSCGYM_CACHE_DIR": str(tmp_path / "cache")}
+    result = subprocess.run([sys.executable, "-c", PREPACK_SCRIPT, str(tmp_path / "db")],
+                            check=True, capture_output=True, text=True, timeout=900, env=env)
+    out = json.loads(result.stdout.strip().splitlines()[-1])
+    info = out["info"]
+    assert info["tuned_kernels"] == info["kernels"] == 2
+    # Both convs' schedules chose a packed weight layout, and the packing was folded into
+    # the build's constants (a packer left in the module would run on every inference).
+    assert info["prepacked_kernels"] == 2
+    assert out["diff"] < 1e-4

@@ -53,10 +53,11 @@ from mscgym.runtime.runner import BaseRunner, RunnerUnavailableError
 from mscgym.utils.files import atomic_write
 
 ENTRY = "main"
-CODEGEN_MODULES = tuple(f"mscgym.compiler.{m}" for m in (
+CODEGEN_MODULES = (*(f"mscgym.compiler.{m}" for m in (
     "graph", "dims", "codegen.common", "codegen.relax_codegen", "normalize", "ops", "quant_spec",
-    "relax_codec"))
-"""The modules that turn a graph into Relax: their source is part of the cache key."""
+    "relax_codec")), "mscgym.runtime.tuning")
+"""The modules that turn a graph into Relax and schedule it: their source is part of the
+cache key."""
 
 logger = logging.getLogger(__name__)
 
