@@ -382,18 +382,23 @@ def prepack_weights(mod: tvm.IRModule, target: tvm.target.Target) -> tuple[tvm.I
     """
     with target:
         split = relax.transform.SplitLayoutRewritePreproc()(mod)
-        packers = [gv.name_hint for gv in split.functions if gv.name_hint.endswith(PREPACK_SUFFIX)]
+        packers = _packers(split)
         if not packers:
             return mod, 0
         folded = tvm.transform.Sequential([
             relax.transform.FoldConstant(),
             relax.transform.DeadCodeElimination(),
         ])(split)
-    left = [gv.name_hint for gv in folded.functions if gv.name_hint.endswith(PREPACK_SUFFIX)]
+    left = _packers(folded)
     if left:
         logger.warning("TVM weight prepacking: %s pack their weights on every inference "
                        "(the weights are not constants of the module)", left)
     return folded, len(packers) - len(left)
+
+
+def _packers(mod: tvm.IRModule) -> list[str]:
+    """Names of the weight-packing kernels ``SplitLayoutRewritePreproc`` made in ``mod``."""
+    return [gv.name_hint for gv in mod.functions if gv.name_hint.endswith(PREPACK_SUFFIX)]
 
 
 def apply_database(fused: tvm.IRModule, target: tvm.target.Target,
