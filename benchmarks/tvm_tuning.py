@@ -119,9 +119,12 @@ def main() -> None:
         for label, build in result["build"].items():
             if label.startswith("tvm "):
                 report = build.get("tuning", {})
+                # The "default" fallback is TVM's default schedule: no kernels of its own.
+                fallback = ("" if build.get("fallback") == "default"
+                            else f"{build.get('fallback_kernels')} {build.get('fallback')}, ")
                 print(f"  {label}: {build.get('tuned_workloads')}/{build.get('workloads')} "
                       f"workloads tuned; kernels: {build.get('tuned_kernels')} tuned, "
-                      f"{build.get('fallback_kernels')} {build.get('fallback')}, "
+                      f"{fallback}"
                       f"{build.get('default_kernels')} default of {build.get('kernels')}, "
                       f"{build.get('prepacked_kernels')} with prepacked weights; "
                       f"tuning {report.get('trials', 0)} trials in "

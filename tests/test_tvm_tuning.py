@@ -11,7 +11,9 @@ import textwrap
 
 import pytest
 import torch
+from tvm import relax
 
+from mscgym.compiler.codegen.relax_codegen import to_relax
 from mscgym.compiler.frontend import from_torch
 from mscgym.compiler.quant_spec import QuantPlan
 from mscgym.runtime import tuning, tuning_ledger
@@ -120,6 +122,33 @@ def test_dynamic_batch_graph_runs_batch1_on_its_static_build(tmp_path, monkeypat
     cached = TVMRunner("cpu", {"db": str(tmp_path / "empty")})
     cached.build(graph, params, QuantPlan())
     assert cached.build_info["cached"] and cached.build_info["batch1"]["cached"]
+
+
+def test_convs_run_channels_last_behind_the_nchw_interface(tmp_path, monkeypatch):
+    """Tuned kernels compute convolutions in NHWC (``tuning.CONV_LAYOUTS``); the caller
+    still feeds NCHW and gets the network's own outputs."""
+    monkeypatch.setenv("MSCGYM_CACHE_DIR", str(tmp_path / "cache"))
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(
+        torch.nn.Conv2d(3, 16, 3, padding=1), torch.nn.ReLU(),
+        torch.nn.Conv2d(16, 16, 3, stride=2, groups=16), torch.nn.Conv2d(16, 8, 1),
+        torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(), torch.nn.Linear(8, 4)).eval()
+    x = torch.randn(1, 3, 12, 12)
+    graph, params = from_torch(model, (x,), dynamic_batch=False)
+    target = tuning.host_target()
+    fused = tuning.fuse(to_relax(graph, params, "main", quant=QuantPlan()), target)
+    main = fused["main"]
+    assert [int(d) for d in main.params[0].ty.shape] == [1, 3, 12, 12]
+    conv_outputs = [
+        [int(d) for d in b.value.ty.shape]
+        for block in main.body.blocks for b in block.bindings
+        if isinstance(b.value, relax.Call) and b.value.op.name == "relax.call_tir"
+        and "conv2d" in b.value.args[0].name_hint]
+    assert conv_outputs == [[1, 12, 12, 16], [1, 5, 5, 16], [1, 5, 5, 8]]
+    runner = TVMRunner("cpu", {"db": str(tmp_path / "empty")})
+    runner.build(graph, params, QuantPlan())
+    out = runner.run([x.numpy()])[0]
+    assert torch.allclose(torch.from_numpy(out), model(x), atol=1e-5)
 
 
 def test_fallback_option_is_checked():
