@@ -125,13 +125,14 @@ def test_dynamic_batch_graph_runs_batch1_on_its_static_build(tmp_path, monkeypat
 
 
 def test_convs_run_channels_last_behind_the_nchw_interface(tmp_path, monkeypatch):
-    """Tuned kernels compute convolutions in NHWC (``tuning.CONV_LAYOUTS``); the caller
+    """Tuned kernels compute convolutions in NHWC (``channels_last.CONV_LAYOUTS``); the caller
     still feeds NCHW and gets the network's own outputs."""
     monkeypatch.setenv("MSCGYM_CACHE_DIR", str(tmp_path / "cache"))
     torch.manual_seed(0)
     model = torch.nn.Sequential(
         torch.nn.Conv2d(3, 16, 3, padding=1), torch.nn.ReLU(),
-        torch.nn.Conv2d(16, 16, 3, stride=2, groups=16), torch.nn.Conv2d(16, 8, 1),
+        torch.nn.Conv2d(16, 16, 3, stride=2, groups=16), torch.nn.ReLU6(),
+        torch.nn.Conv2d(16, 8, 1),
         torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(), torch.nn.Linear(8, 4)).eval()
     x = torch.randn(1, 3, 12, 12)
     graph, params = from_torch(model, (x,), dynamic_batch=False)
@@ -144,7 +145,11 @@ def test_convs_run_channels_last_behind_the_nchw_interface(tmp_path, monkeypatch
         for block in main.body.blocks for b in block.bindings
         if isinstance(b.value, relax.Call) and b.value.op.name == "relax.call_tir"
         and "conv2d" in b.value.args[0].name_hint]
+    kernels = [b.value.args[0].name_hint for block in main.body.blocks for b in block.bindings
+               if isinstance(b.value, relax.Call) and b.value.op.name == "relax.call_tir"]
     assert conv_outputs == [[1, 12, 12, 16], [1, 5, 5, 16], [1, 5, 5, 8]]
+    # One transpose in, one before the classifier: the ReLU6 (a clip) stays channels-last.
+    assert sum("transpose" in name for name in kernels) == 2, kernels
     runner = TVMRunner("cpu", {"db": str(tmp_path / "empty")})
     runner.build(graph, params, QuantPlan())
     out = runner.run([x.numpy()])[0]

@@ -54,6 +54,7 @@ from tvm.s_tir.meta_schedule.runner.utils import run_evaluator_common
 from mscgym.compiler.errors import MSCError
 from mscgym.runtime import tuning_ledger
 from mscgym.runtime.cache import runtime_cache_dir
+from mscgym.runtime.channels_last import convert_to_channels_last
 from mscgym.utils.files import atomic_write_text, read_json
 
 logger = logging.getLogger(__name__)
@@ -67,13 +68,6 @@ measured batch. MetaSchedule's default of 512 spent 70% of a resnet18 tuning run
 trials per workload) in the search itself on 2 cores; 256 finds schedules as fast (on
 resnet18's two slowest convs: 2.9 / 3.0 ms against 3.1 / 2.8 ms at 512) in two thirds of
 the time, and 128 was 5-10% slower."""
-CONV_LAYOUTS = {"relax.nn.conv2d": ["NHWC", "OHWI"]}
-"""Data and kernel layouts of the convolutions tuned kernels compute. Channels-last puts
-the output channels, a multiple of the vector width in every real network, in the
-innermost loop, where NCHW vectorizes over a feature-map row (7 wide at resnet18's last
-stage): on resnet18's 3x3 convs at 512 and 256 channels, 48 trials each at one thread,
-1.14 and 1.25 ms against 2.98 and 2.87 ms in NCHW (TVM's auto-scheduler guide
-recommends NHWC on x86 for the same reason)."""
 FALLBACKS = ("default", "dlight")
 """Schedules for workloads without a tuning record: TVM's default lowering (one thread,
 naive loop nests) or dlight's CPU rules (GEMV, Reduction) where they match."""
@@ -127,15 +121,14 @@ def fuse(mod: tvm.IRModule, target: tvm.target.Target) -> tvm.IRModule:
     resnet18's 3x3 convs at 512 and 256 channels, 48 trials each: 3.6 and 3.7 ms with
     OIHW weights, 3.1 and 2.8 ms prepacked.
 
-    Convolutions are computed channels-last (:data:`CONV_LAYOUTS`); the layout
-    conversion keeps the module's NCHW interface and transposes only where a
-    channels-last run of operators begins and ends.
+    Convolutions are computed channels-last (:mod:`mscgym.runtime.channels_last`),
+    behind the module's NCHW interface.
     """
     with target:
         return tvm.transform.Sequential([
             relax.transform.DecomposeOpsForInference(),
             relax.transform.CanonicalizeBindings(),
-            relax.transform.ConvertLayout(CONV_LAYOUTS),
+            convert_to_channels_last(),
             relax.get_pipeline("zero"),
             relax.transform.AttachAttrLayoutFreeBuffers(),
         ])(mod)

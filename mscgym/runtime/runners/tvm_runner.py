@@ -55,7 +55,7 @@ from mscgym.utils.files import atomic_write
 ENTRY = "main"
 CODEGEN_MODULES = (*(f"mscgym.compiler.{m}" for m in (
     "graph", "dims", "codegen.common", "codegen.relax_codegen", "normalize", "ops", "quant_spec",
-    "relax_codec")), "mscgym.runtime.tuning")
+    "relax_codec")), "mscgym.runtime.tuning", "mscgym.runtime.channels_last")
 """The modules that turn a graph into Relax and schedule it: their source is part of the
 cache key."""
 
