@@ -16,7 +16,6 @@ import onnxruntime as ort
 import pytest
 import torch
 import torch.nn.functional as F
-import tvm
 from onnx import TensorProto, helper, numpy_helper
 from torch import nn
 from tvm import relax
@@ -24,9 +23,13 @@ from tvm import relax
 from mscgym.compiler import MSCGraph, from_onnx, from_torch, to_relax
 from mscgym.compiler.codegen.onnx_codegen import to_onnx
 from mscgym.compiler.codegen.torch_codegen import to_torch, weights_from_torch
+from mscgym.compiler.quant_spec import QuantPlan
+from mscgym.runtime.runners.tvm_runner import TVMRunner
 
 RTOL = 1e-4
 CPU = ["CPUExecutionProvider"]
+NO_TUNING_DATABASE = "/nonexistent/mscgym-tuning-db"
+"""TVM checks build with TVM's default schedules whatever a user has tuned."""
 RNG = np.random.default_rng(0)
 
 
@@ -61,9 +64,9 @@ def _close(got: Any, want: np.ndarray, what: str) -> None:
 def _run_everywhere(graph: MSCGraph, params: dict[str, np.ndarray],
                     inputs: list[np.ndarray]) -> dict[str, np.ndarray]:
     """The first output of ``graph`` on TVM, torch codegen and ONNX codegen + ORT."""
-    vm = relax.VirtualMachine(tvm.compile(to_relax(graph, params), target="llvm"), tvm.cpu())
-    out = vm["main"](*[tvm.runtime.tensor(x) for x in inputs])
-    tvm_out = out[0] if isinstance(out, tvm.ir.Array | list | tuple) else out
+    runner = TVMRunner("cpu", {"cache": False, "db": NO_TUNING_DATABASE})
+    runner.build(graph, params, QuantPlan())
+    tvm_out = runner.run(inputs)[0]
     with torch.no_grad():
         torch_out = to_torch(graph, params)(*[torch.from_numpy(x) for x in inputs])
     if isinstance(torch_out, tuple):
@@ -71,7 +74,7 @@ def _run_everywhere(graph: MSCGraph, params: dict[str, np.ndarray],
     exported = to_onnx(graph, params)
     names = [t.name for t in graph.get_inputs()]
     onnx_out = _ort(exported, dict(zip(names, inputs, strict=True)))[0]
-    return {"tvm": tvm_out.numpy(), "torch": torch_out.numpy(), "onnx": onnx_out}
+    return {"tvm": tvm_out, "torch": torch_out.numpy(), "onnx": onnx_out}
 
 
 def _check_onnx(model: onnx.ModelProto, feeds: dict[str, np.ndarray]) -> MSCGraph:

@@ -3,8 +3,8 @@
 Every model here is made in the test with public tools (torch's two ONNX exporters,
 ``onnx.helper``, the onnx package's own backend test graphs with seeded weights), never
 taken from the zoo. Each must translate with ``from_onnx`` and agree with ONNX Runtime
-on the original file within 1e-4 relative on TVM (``to_relax`` + ``tvm.compile``), the
-torch codegen and the ONNX codegen.
+on the original file within 1e-4 relative on TVM (the ``tvm`` runner's build), the torch
+codegen and the ONNX codegen.
 """
 
 from __future__ import annotations
@@ -22,24 +22,25 @@ import onnx
 import onnxruntime as ort
 import pytest
 import torch
-import tvm
 from onnx import TensorProto, helper, numpy_helper
 from torch import nn
-from tvm import relax
 
 from mscgym.compiler.codegen.onnx_codegen import to_onnx
-from mscgym.compiler.codegen.relax_codegen import to_relax
 from mscgym.compiler.codegen.torch_codegen import to_torch
 from mscgym.compiler.errors import MSCError, UnsupportedOpError
 from mscgym.compiler.frontend import from_onnx
 from mscgym.compiler.frontend.onnx_frontend import ONNXImportError
 from mscgym.compiler.frontend.onnx_rnn import rewrite_rnns
+from mscgym.compiler.quant_spec import QuantPlan
 from mscgym.records import RecordError, task_from_record
+from mscgym.runtime.runners.tvm_runner import TVMRunner
 from mscgym.tasks import ModelFile, Task, data_from_files
 from mscgym.tasks.measure import batched
 
 CPU = ["CPUExecutionProvider"]
 REL_TOL = 1e-4
+NO_TUNING_DATABASE = "/nonexistent/mscgym-tuning-db"
+"""Real-model checks build with TVM's default schedules whatever a user has tuned."""
 LIGHT_DIR = os.path.join(os.path.dirname(onnx.__file__), "backend", "test", "data", "light")
 
 
@@ -68,8 +69,10 @@ def runner_errors(path: str, feeds: list[np.ndarray],
     """Max relative error of TVM, torch codegen and ONNX codegen vs ORT on the file."""
     graph, params = from_onnx(path, input_shapes=input_shapes)
     want = _ort(path, feeds)[0]
-    vm = relax.VirtualMachine(tvm.compile(to_relax(graph, params), target="llvm"), tvm.cpu())
-    got_tvm = _first(vm["main"](*[tvm.runtime.tensor(x) for x in feeds]))
+    # The tvm runner's own build (channels-last convs, host target), as deployed.
+    runner = TVMRunner("cpu", {"cache": False, "db": NO_TUNING_DATABASE})
+    runner.build(graph, params, QuantPlan())
+    got_tvm = runner.run(feeds)[0]
     module = to_torch(graph, params).eval()
     with torch.no_grad():
         got_torch = _first(module(*[torch.from_numpy(x) for x in feeds]))

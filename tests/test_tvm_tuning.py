@@ -9,14 +9,16 @@ import subprocess
 import sys
 import textwrap
 
+import numpy as np
 import pytest
 import torch
+import tvm
 from tvm import relax
 
 from mscgym.compiler.codegen.relax_codegen import to_relax
 from mscgym.compiler.frontend import from_torch
 from mscgym.compiler.quant_spec import QuantPlan
-from mscgym.runtime import tuning, tuning_ledger
+from mscgym.runtime import channels_last, tuning, tuning_ledger
 from mscgym.runtime.runners.tvm_runner import TVMRunner
 
 BUILD_SCRIPT = textwrap.dedent("""
@@ -154,6 +156,31 @@ def test_convs_run_channels_last_behind_the_nchw_interface(tmp_path, monkeypatch
     runner.build(graph, params, QuantPlan())
     out = runner.run([x.numpy()])[0]
     assert torch.allclose(torch.from_numpy(out), model(x), atol=1e-5)
+
+
+def _conv_then_stack(tuple_literal: bool) -> tvm.IRModule:
+    bb = relax.BlockBuilder()
+    x = relax.Var("x", relax.TensorType((1, 4, 6, 6), "float32"))
+    weight = relax.const(np.ones((8, 4, 3, 3), "float32"))
+    with bb.function("main", [x]):
+        with bb.dataflow():
+            y = bb.emit(relax.op.nn.conv2d(x, weight, padding=1))
+            pair = relax.Tuple([y, y]) if tuple_literal else bb.emit(relax.Tuple([y, y]))
+            out = bb.emit_output(relax.op.sum(relax.op.stack(pair, axis=1), axis=1))
+        bb.emit_func_output(out)
+    return bb.get()
+
+
+def test_stack_is_converted_and_a_failing_layout_rule_keeps_the_model_layout(caplog):
+    """TVM's layout rule for ``stack`` fails inside ConvertLayout: a stack of a tuple
+    literal is rewritten (concat of expand_dims) and goes channels-last; one we cannot
+    rewrite (a tuple variable) leaves the module as it was, with a warning."""
+    converted = channels_last.to_channels_last(_conv_then_stack(tuple_literal=True))
+    assert "NHWC" in converted["main"].script()
+    kept = _conv_then_stack(tuple_literal=False)
+    with caplog.at_level(logging.WARNING, logger="mscgym.runtime.channels_last"):
+        assert channels_last.to_channels_last(kept).same_as(kept)
+    assert any("ConvertLayout failed" in r.getMessage() for r in caplog.records)
 
 
 def test_fallback_option_is_checked():

@@ -54,7 +54,7 @@ from tvm.s_tir.meta_schedule.runner.utils import run_evaluator_common
 from mscgym.compiler.errors import MSCError
 from mscgym.runtime import tuning_ledger
 from mscgym.runtime.cache import runtime_cache_dir
-from mscgym.runtime.channels_last import convert_to_channels_last
+from mscgym.runtime.channels_last import to_channels_last
 from mscgym.utils.files import atomic_write_text, read_json
 
 logger = logging.getLogger(__name__)
@@ -125,13 +125,14 @@ def fuse(mod: tvm.IRModule, target: tvm.target.Target) -> tvm.IRModule:
     behind the module's NCHW interface.
     """
     with target:
-        return tvm.transform.Sequential([
+        mod = tvm.transform.Sequential([
             relax.transform.DecomposeOpsForInference(),
             relax.transform.CanonicalizeBindings(),
-            convert_to_channels_last(),
+        ])(mod)
+        return tvm.transform.Sequential([
             relax.get_pipeline("zero"),
             relax.transform.AttachAttrLayoutFreeBuffers(),
-        ])(mod)
+        ])(to_channels_last(mod))
 
 
 def extract_tasks(fused: tvm.IRModule, target: tvm.target.Target) -> list[Any]:
