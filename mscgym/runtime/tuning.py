@@ -32,7 +32,8 @@ import logging
 import os
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -259,9 +260,10 @@ def tune(fused: tvm.IRModule, target: tvm.target.Target, db_path: Path,
 
     try:
         for lacking, group in sorted(groups.items(), reverse=True):
-            contexts, weights = ms.relax_integration.extracted_tasks_to_tune_contexts(
-                group, work_dir, strategy=strategy,
-                num_threads=int(target.attrs.get("num-cores", 1)), seed=seed)
+            with _unnamed_log_handlers_set_aside():
+                contexts, weights = ms.relax_integration.extracted_tasks_to_tune_contexts(
+                    group, work_dir, strategy=strategy,
+                    num_threads=int(target.attrs.get("num-cores", 1)), seed=seed)
             ms.tune_tasks(
                 tasks=contexts, task_weights=weights, work_dir=work_dir,
                 max_trials_global=lacking * len(group), max_trials_per_task=lacking,
@@ -287,6 +289,26 @@ def tune(fused: tvm.IRModule, target: tvm.target.Target, db_path: Path,
                 budgets[key] = max(budgets.get(key, 0), trials)
         atomic_write_text(db_path / BUDGETS_FILE, json.dumps(budgets, indent=0, sort_keys=True))
     return report
+
+
+@contextmanager
+def _unnamed_log_handlers_set_aside() -> Iterator[None]:
+    """Detach unnamed handlers from MetaSchedule's logger while it configures its logging.
+
+    Each tuning call re-configures that logger with ``logging.config.dictConfig`` and lists
+    the handlers already on it by name; an unnamed one (pytest's capture handler, which
+    lands there after the first tuning in a process, or a user's own) makes it fail with
+    ``'NoneType' object has no attribute 'format'``. They are attached again afterwards.
+    """
+    ms_logger = logging.getLogger("tvm.s_tir.meta_schedule")
+    unnamed = [h for h in ms_logger.handlers if h.get_name() is None]
+    for handler in unnamed:
+        ms_logger.removeHandler(handler)
+    try:
+        yield
+    finally:
+        for handler in unnamed:
+            ms_logger.addHandler(handler)
 
 
 BUDGETS_FILE = "trial_budgets.json"
