@@ -142,13 +142,11 @@ def test_convs_run_channels_last_behind_the_nchw_interface(tmp_path, monkeypatch
     fused = tuning.fuse(to_relax(graph, params, "main", quant=QuantPlan()), target)
     main = fused["main"]
     assert [int(d) for d in main.params[0].ty.shape] == [1, 3, 12, 12]
-    conv_outputs = [
-        [int(d) for d in b.value.ty.shape]
-        for block in main.body.blocks for b in block.bindings
-        if isinstance(b.value, relax.Call) and b.value.op.name == "relax.call_tir"
-        and "conv2d" in b.value.args[0].name_hint]
-    kernels = [b.value.args[0].name_hint for block in main.body.blocks for b in block.bindings
-               if isinstance(b.value, relax.Call) and b.value.op.name == "relax.call_tir"]
+    calls = [b.value for block in main.body.blocks for b in block.bindings
+             if isinstance(b.value, relax.Call) and b.value.op.name == "relax.call_tir"]
+    kernels = [call.args[0].name_hint for call in calls]
+    conv_outputs = [[int(d) for d in call.ty.shape] for call in calls
+                    if "conv2d" in call.args[0].name_hint]
     assert conv_outputs == [[1, 12, 12, 16], [1, 5, 5, 16], [1, 5, 5, 8]]
     # One transpose in, one before the classifier: the ReLU6 (a clip) stays channels-last.
     assert sum("transpose" in name for name in kernels) == 2, kernels
